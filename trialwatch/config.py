@@ -1,0 +1,361 @@
+"""config.yaml: a declarative description of what to watch and whom to tell.
+
+``load(path)`` reads and validates the file once, at start-up. A wrong type or an unknown key
+is a ``ConfigError`` that names the key, the file and the line. Secrets never live in the file:
+the SMTP password, the signing key and (optionally) a database URL with a password come from the
+environment (``TRIALWATCH_SMTP_PASSWORD``, ``TRIALWATCH_SECRET_KEY``, ``TRIALWATCH_DATABASE_URL``).
+
+Where the file is: ``--config PATH``, else ``$TRIALWATCH_CONFIG``, else ``./config.yaml``; with
+none of them, the embedded defaults (SQLite in the current folder, .eml files for mail).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError, InvalidNctId
+from .record import normalize_nct
+
+ENV_CONFIG = "TRIALWATCH_CONFIG"
+ENV_DATABASE_URL = "TRIALWATCH_DATABASE_URL"
+ENV_SECRET_KEY = "TRIALWATCH_SECRET_KEY"
+ENV_SMTP_PASSWORD = "TRIALWATCH_SMTP_PASSWORD"
+
+SEVERITIES = ("critical", "important", "minor")
+# Secret-looking keys get a pointed message instead of "unknown key".
+_SECRET_KEYS = {"password": ENV_SMTP_PASSWORD, "secret_key": ENV_SECRET_KEY, "secret": ENV_SECRET_KEY}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _nct_list(values: list[str]) -> list[str]:
+    out: list[str] = []
+    for v in values:
+        n = normalize_nct(v)
+        if n not in out:
+            out.append(n)
+    return out
+
+
+class CtgovConfig(_Strict):
+    base_url: str = "https://clinicaltrials.gov/api/v2"
+    requests_per_minute: float = Field(50, gt=0, le=6000)
+    timeout_s: float = Field(30, gt=0, le=600)
+    max_retries: int = Field(5, ge=0, le=20)
+    # filter.ids chunk size: keeps URLs well under common 8 KiB limits (100 ids ~ 1.2 KiB).
+    batch_size: int = Field(100, ge=1, le=1000)
+
+    @field_validator("base_url")
+    @classmethod
+    def _no_trailing_slash(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/")
+
+
+class SmtpConfig(_Strict):
+    host: str = "localhost"
+    port: int = Field(25, ge=1, le=65535)
+    starttls: bool = False
+    ssl: bool = False
+    username: str | None = None
+    timeout_s: float = Field(30, gt=0)
+
+    @model_validator(mode="after")
+    def _one_tls(self) -> "SmtpConfig":
+        if self.starttls and self.ssl:
+            raise ValueError("choose either starttls or ssl, not both")
+        return self
+
+
+class EmailConfig(_Strict):
+    from_: str = Field("trialwatch <trialwatch@localhost>", alias="from")
+    transport: Literal["smtp", "file", "console"] = "file"
+    outbox_dir: str = "outbox"
+    smtp: SmtpConfig = SmtpConfig()
+    public_url: str = "http://localhost:8080"
+    # Automatic retries of a transient failure: attempt n waits retry_backoff_s * 2**(n-1).
+    max_attempts: int = Field(8, ge=1, le=100)
+    retry_backoff_s: float = Field(300, ge=0)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("public_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/")
+
+
+class SubscriberConfig(_Strict):
+    email: str
+    name: str | None = None
+    trials: list[str] = []
+    searches: list[str] = []
+    min_severity: Literal["critical", "important", "minor"] = "important"
+    digest: Literal["each_poll", "daily", "weekly"] = "each_poll"
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, v: str) -> str:
+        from email_validator import EmailNotValidError, validate_email
+
+        try:
+            return validate_email(v, check_deliverability=False).normalized
+        except EmailNotValidError as e:
+            raise ValueError(str(e)) from None
+
+    _trials = field_validator("trials")(classmethod(lambda cls, v: _nct_list(v)))
+
+
+class NearConfig(_Strict):
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    miles: float = Field(gt=0)
+
+
+STATUSES = (
+    "ACTIVE_NOT_RECRUITING", "COMPLETED", "ENROLLING_BY_INVITATION", "NOT_YET_RECRUITING",
+    "RECRUITING", "SUSPENDED", "TERMINATED", "WITHDRAWN", "AVAILABLE", "NO_LONGER_AVAILABLE",
+    "TEMPORARILY_NOT_AVAILABLE", "APPROVED_FOR_MARKETING", "WITHHELD", "UNKNOWN",
+)
+
+
+class SearchConfig(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+    condition: str | None = None
+    intervention: str | None = None
+    term: str | None = None
+    sponsor: str | None = None
+    status: list[str] = []
+    near: NearConfig | None = None
+    max_results: int = Field(500, ge=1, le=10000)
+
+    @field_validator("status")
+    @classmethod
+    def _statuses(cls, v: list[str]) -> list[str]:
+        bad = [s for s in v if s.upper() not in STATUSES]
+        if bad:
+            raise ValueError(f"unknown status {bad[0]!r}; one of {', '.join(STATUSES)}")
+        return [s.upper() for s in v]
+
+    @model_validator(mode="after")
+    def _something_to_search(self) -> "SearchConfig":
+        if not any((self.condition, self.intervention, self.term, self.sponsor)):
+            raise ValueError("a search needs at least one of condition, intervention, term, sponsor")
+        return self
+
+    def query_params(self) -> dict[str, str]:
+        """The /studies query parameters of this search (without paging)."""
+        params: dict[str, str] = {}
+        for key, param in (("condition", "query.cond"), ("intervention", "query.intr"),
+                           ("term", "query.term"), ("sponsor", "query.spons")):
+            value = getattr(self, key)
+            if value:
+                params[param] = value
+        if self.status:
+            params["filter.overallStatus"] = ",".join(self.status)
+        if self.near:
+            params["filter.geo"] = f"distance({self.near.lat},{self.near.lon},{self.near.miles:g}mi)"
+        return params
+
+
+class Config(_Strict):
+    database: str = "sqlite:///trialwatch.db"
+    ctgov: CtgovConfig = CtgovConfig()
+    trials: list[str] = []
+    # Dotted JSON paths the diff never reports, e.g. protocolSection.referencesModule
+    ignore: list[str] = []
+    # Cron expression for `trialwatch run`. ClinicalTrials.gov refreshes its data once a day
+    # (the /version dataTimestamp moves around 09:00 UTC); polling shortly after catches it.
+    schedule: str = "30 10 * * *"
+    timezone: str = "UTC"
+    email: EmailConfig = EmailConfig()
+    subscribers: list[SubscriberConfig] = []
+    searches: list[SearchConfig] = []
+    # Where the file was read from (None: embedded defaults); relative paths resolve against it.
+    source: str | None = Field(None, exclude=True)
+
+    _trials = field_validator("trials")(classmethod(lambda cls, v: _nct_list(v)))
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        if len(v.split()) != 5:
+            raise ValueError("must be a 5-field cron expression, e.g. '30 10 * * *'")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}, e.g. UTC or America/Chicago") from None
+        return v
+
+    @model_validator(mode="after")
+    def _references(self) -> "Config":
+        names = [s.name for s in self.searches]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"search name {sorted(dup)[0]!r} is used twice")
+        emails = [s.email.lower() for s in self.subscribers]
+        dup = {e for e in emails if emails.count(e) > 1}
+        if dup:
+            raise ValueError(f"subscriber {sorted(dup)[0]!r} is listed twice")
+        for sub in self.subscribers:
+            for s in sub.searches:
+                if s not in names:
+                    raise ValueError(f"subscriber {sub.email} names search {s!r}, which is not under 'searches'")
+        return self
+
+    # -- derived values -------------------------------------------------------------------
+    @property
+    def base_dir(self) -> Path:
+        return Path(self.source).resolve().parent if self.source else Path.cwd()
+
+    @property
+    def database_url(self) -> str:
+        """The database URL: $TRIALWATCH_DATABASE_URL wins; relative SQLite paths resolve
+        against the config file's folder so a daemon finds the same file from any cwd."""
+        url = os.environ.get(ENV_DATABASE_URL) or self.database
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and url != "sqlite://" \
+                and ":memory:" not in url:
+            url = prefix + str(self.base_dir / url[len(prefix):])
+        return url
+
+    @property
+    def outbox_path(self) -> Path:
+        p = Path(self.email.outbox_dir)
+        return p if p.is_absolute() else self.base_dir / p
+
+    def all_trials(self) -> list[str]:
+        """Trials named anywhere in the file: the watch list and every subscriber's."""
+        out = list(self.trials)
+        for sub in self.subscribers:
+            out.extend(t for t in sub.trials if t not in out)
+        return out
+
+    def search(self, name: str) -> SearchConfig:
+        for s in self.searches:
+            if s.name == name:
+                return s
+        raise ConfigError(f"no saved search named {name!r} in {self.source or 'the configuration'}")
+
+    def secret_key(self) -> str:
+        key = os.environ.get(ENV_SECRET_KEY, "")
+        if len(key) < 16:
+            raise ConfigError(
+                f"{ENV_SECRET_KEY} is {'too short' if key else 'not set'}: it signs unsubscribe "
+                "and confirmation links, so mail cannot be sent without it",
+                hint=f"export {ENV_SECRET_KEY}=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')",
+            )
+        return key
+
+    def smtp_password(self) -> str | None:
+        return os.environ.get(ENV_SMTP_PASSWORD) or None
+
+    def mail_enabled(self) -> bool:
+        return bool(self.subscribers) or self.email.transport == "smtp"
+
+
+# -- loading ----------------------------------------------------------------------------------
+
+def resolve_path(path: str | os.PathLike[str] | None) -> Path | None:
+    """``--config PATH``, else $TRIALWATCH_CONFIG, else ./config.yaml if present, else None."""
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist", hint="Pass an existing file to --config.")
+        return p
+    env = os.environ.get(ENV_CONFIG)
+    if env:
+        p = Path(env)
+        if not p.is_file():
+            raise ConfigError(f"{ENV_CONFIG} names {p}, which does not exist")
+        return p
+    p = Path("config.yaml")
+    return p if p.is_file() else None
+
+
+def load(path: str | os.PathLike[str] | None = None, *, search_default: bool = True) -> Config:
+    """Read and validate the configuration; with no file, the embedded defaults."""
+    p = resolve_path(path) if (path is not None or search_default) else None
+    if p is None:
+        return Config()
+    text = p.read_text(encoding="utf-8")
+    return loads(text, source=str(p))
+
+
+def loads(text: str, *, source: str = "<config>") -> Config:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise ConfigError(f"{where}: not valid YAML: {getattr(e, 'problem', None) or e}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}:1: the top level must be a mapping of keys (database, trials, ...)")
+    lines = _line_index(node)
+    try:
+        return Config.model_validate({**data, "source": source})
+    except ValidationError as e:
+        raise ConfigError(_describe(e, source, lines)) from None
+
+
+def _line_index(node: Any, path: tuple = ()) -> dict[tuple, int]:
+    """Map every key path in the YAML document to its 1-based line number."""
+    out: dict[tuple, int] = {}
+    if node is None:
+        return out
+    out[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            key = k.value
+            out[path + (key,)] = k.start_mark.line + 1
+            out.update({p: ln for p, ln in _line_index(v, path + (key,)).items() if p != path + (key,)})
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            out.update(_line_index(v, path + (i,)))
+    return out
+
+
+def _describe(e: ValidationError, source: str, lines: dict[tuple, int]) -> str:
+    msgs = []
+    for err in e.errors():
+        loc = tuple("from" if p == "from_" else p for p in err["loc"])
+        line = None
+        probe = loc
+        while probe and line is None:
+            line = lines.get(probe)
+            probe = probe[:-1]
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        where = f"{source}:{line}" if line else source
+        if err["type"] == "extra_forbidden":
+            env = _SECRET_KEYS.get(str(loc[-1]))
+            if env:
+                msgs.append(f"{where}: {key}: secrets are not read from the file; set {env} in the environment")
+            else:
+                msgs.append(f"{where}: unknown key {key!r}")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            msgs.append(f"{where}: {key}: {msg}")
+    return "invalid configuration:\n  " + "\n  ".join(msgs)
+
+
+__all__ = ["Config", "load", "loads", "resolve_path", "InvalidNctId"]

@@ -1,0 +1,538 @@
+"""The snapshot store: every distinct version of every record, the changes between them, and
+the mail outbox, in one SQL database (SQLite by default, PostgreSQL when one machine is not enough).
+
+The invariants that make alerts trustworthy live here:
+
+* ``record_fetch`` writes a snapshot only when the canonical content hash differs from the
+  trial's latest snapshot, and writes the snapshot, its changes and the outbox rows for every
+  matching subscriber in ONE transaction: a change is never stored without its mail, nor mail
+  queued for a change that was rolled back.
+* ``snapshots`` is a chain per trial with ``UNIQUE(nct_id, seq)``: two writers that both append
+  after the same snapshot collide on the constraint instead of writing a duplicate.
+* ``outbox`` has ``UNIQUE(subscriber_id, change_id)``: a change is queued once per person.
+* identical content is stored once (``blobs``, keyed by hash, zlib-compressed).
+
+Nothing here is built at import time: ``open_store(url)`` makes the engine.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text,
+    UniqueConstraint, create_engine, event, select, func, update,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
+
+from . import record as rec
+from .diff import SEVERITY_RANK, Change, diff
+from .errors import StoreError
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def utcnow() -> dt.datetime:
+    """Naive UTC, the one time representation in the database (SQLite keeps no zone)."""
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+# -- records ----------------------------------------------------------------------------------
+
+class Trial(Base):
+    """A record trialwatch follows: watched, matched by a search, or linked from another."""
+
+    __tablename__ = "trials"
+    nct_id: Mapped[str] = mapped_column(String(11), primary_key=True)
+    title: Mapped[str | None] = mapped_column(Text)
+    overall_status: Mapped[str | None] = mapped_column(String(32))
+    first_seen_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    last_checked_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    last_changed_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    # Set when ClinicalTrials.gov answers 404 for a record we had seen; cleared if it returns.
+    gone_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    # Why we follow it beyond the watch list: "linked:NCT…" (expanded access) etc.
+    linked_from: Mapped[str | None] = mapped_column(String(64))
+
+
+class TrialAlias(Base):
+    """An ID that ClinicalTrials.gov redirects (301) to another record."""
+
+    __tablename__ = "trial_aliases"
+    alias: Mapped[str] = mapped_column(String(11), primary_key=True)
+    nct_id: Mapped[str] = mapped_column(String(11), index=True)
+    seen_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Blob(Base):
+    """Canonical record JSON, zlib-compressed; identical content is stored once."""
+
+    __tablename__ = "blobs"
+    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    raw_size: Mapped[int] = mapped_column(Integer)
+
+
+class Snapshot(Base):
+    __tablename__ = "snapshots"
+    __table_args__ = (UniqueConstraint("nct_id", "seq", name="uq_snapshots_nct_seq"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    nct_id: Mapped[str] = mapped_column(String(11), ForeignKey("trials.nct_id"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)  # 1, 2, 3 ... per trial: the chain
+    blob_hash: Mapped[str] = mapped_column(String(64), ForeignKey("blobs.hash"))
+    fetched_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    last_update_posted: Mapped[str | None] = mapped_column(String(10))
+    overall_status: Mapped[str | None] = mapped_column(String(32))
+
+
+class ChangeRow(Base):
+    """One change a person can read. ``snapshot_id`` is null for events that are not a new
+    version of a record (a trial newly matches a saved search, a record disappeared)."""
+
+    __tablename__ = "changes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    nct_id: Mapped[str] = mapped_column(String(11), index=True)
+    snapshot_id: Mapped[int | None] = mapped_column(ForeignKey("snapshots.id"), index=True)
+    search: Mapped[str | None] = mapped_column(String(64))
+    field: Mapped[str] = mapped_column(String(200))
+    label: Mapped[str] = mapped_column(Text)
+    old: Mapped[str | None] = mapped_column(Text)  # JSON
+    new: Mapped[str | None] = mapped_column(Text)  # JSON
+    detail: Mapped[str | None] = mapped_column(Text)
+    site: Mapped[str | None] = mapped_column(Text)
+    severity: Mapped[str] = mapped_column(String(10))
+    detected_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+    @property
+    def old_value(self) -> Any:
+        return None if self.old is None else json.loads(self.old)
+
+    @property
+    def new_value(self) -> Any:
+        return None if self.new is None else json.loads(self.new)
+
+    @property
+    def rank(self) -> int:
+        return SEVERITY_RANK.get(self.severity, 0)
+
+    def to_dict(self) -> dict:
+        return {"field": self.field, "label": self.label, "old": self.old_value,
+                "new": self.new_value, "severity": self.severity, "detail": self.detail,
+                "site": self.site, "search": self.search,
+                "detected_at": self.detected_at.isoformat() + "Z" if self.detected_at else None}
+
+
+# -- people -----------------------------------------------------------------------------------
+
+class Subscriber(Base):
+    __tablename__ = "subscribers"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending|active|unsubscribed
+    source: Mapped[str] = mapped_column(String(16), default="config")  # config|web
+    min_severity: Mapped[str] = mapped_column(String(10), default="important")
+    digest: Mapped[str] = mapped_column(String(10), default="each_poll")  # each_poll|daily|weekly
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    confirmed_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    unsubscribed_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    last_digest_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    # Bumped on unsubscribe/resubscribe so old manage links stop working.
+    token_version: Mapped[int] = mapped_column(Integer, default=0)
+
+    subscriptions: Mapped[list["Subscription"]] = relationship(
+        back_populates="subscriber", cascade="all, delete-orphan", lazy="selectin")
+
+
+class Subscription(Base):
+    __tablename__ = "subscriptions"
+    __table_args__ = (UniqueConstraint("subscriber_id", "kind", "target", name="uq_subscriptions"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(8))  # trial | search
+    target: Mapped[str] = mapped_column(String(64))  # NCT id or search name
+
+    subscriber: Mapped[Subscriber] = relationship(back_populates="subscriptions")
+
+
+class OutboxRow(Base):
+    """A change owed to a subscriber. ``message_id`` is set when a digest takes it."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (UniqueConstraint("subscriber_id", "change_id", name="uq_outbox"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"), index=True)
+    change_id: Mapped[int] = mapped_column(ForeignKey("changes.id"))
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Message(Base):
+    """One email: a digest (or a confirmation). Rendered once, sent as the same bytes on every
+    attempt, so a retry after a crash repeats the same Message-ID."""
+
+    __tablename__ = "messages"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subscriber_id: Mapped[int | None] = mapped_column(ForeignKey("subscribers.id", ondelete="SET NULL"), index=True)
+    kind: Mapped[str] = mapped_column(String(16), default="digest")  # digest | confirm
+    recipient: Mapped[str] = mapped_column(String(320))
+    rfc_message_id: Mapped[str] = mapped_column(String(255), unique=True)
+    subject: Mapped[str] = mapped_column(Text)
+    body: Mapped[bytes] = mapped_column(LargeBinary)  # the full RFC 5322 message
+    state: Mapped[str] = mapped_column(String(10), default="queued", index=True)  # queued|sending|sent|failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    lease_until: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+
+class RateEvent(Base):
+    """Rate-limited actions (confirmation mails per address and per client)."""
+
+    __tablename__ = "rate_events"
+    __table_args__ = (Index("ix_rate_events_kind_key_at", "kind", "key", "at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    key: Mapped[str] = mapped_column(String(320))
+    at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+# -- polling ----------------------------------------------------------------------------------
+
+class Poll(Base):
+    __tablename__ = "polls"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    data_timestamp: Mapped[str | None] = mapped_column(String(32))
+    complete: Mapped[bool] = mapped_column(Boolean, default=False)
+    skipped: Mapped[bool] = mapped_column(Boolean, default=False)
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    bytes_received: Mapped[int] = mapped_column(Integer, default=0)
+    trials_checked: Mapped[int] = mapped_column(Integer, default=0)
+    trials_changed: Mapped[int] = mapped_column(Integer, default=0)
+    changes: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class Lock(Base):
+    __tablename__ = "locks"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    lease_until: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+class SearchMember(Base):
+    __tablename__ = "search_members"
+    search: Mapped[str] = mapped_column(String(64), primary_key=True)
+    nct_id: Mapped[str] = mapped_column(String(11), primary_key=True)
+    first_seen: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    last_seen: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+# -- engine -----------------------------------------------------------------------------------
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite gets WAL, a busy timeout and foreign keys."""
+    try:
+        if url.startswith("sqlite"):
+            engine = create_engine(url, connect_args={"timeout": 30})
+
+            @event.listens_for(engine, "connect")
+            def _sqlite_pragmas(dbapi_conn, _record):  # noqa: ANN001
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.execute("PRAGMA foreign_keys=ON")
+                cur.close()
+        else:
+            engine = create_engine(url, pool_pre_ping=True)
+    except (SQLAlchemyError, ImportError, ValueError) as e:
+        raise StoreError(f"cannot use database {_safe_url(url)}: {e}") from None
+    return engine
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - only for messages
+        return "<unparseable URL>"
+
+
+def _alembic_config(connection=None):  # noqa: ANN001
+    from alembic.config import Config as AlembicConfig
+
+    if not (MIGRATIONS_DIR / "env.py").is_file():
+        raise StoreError(f"migrations folder {MIGRATIONS_DIR} is missing",
+                         hint="Install trialwatch from its source tree (pip install -e .).")
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
+    """Run Alembic migrations up to ``revision``; returns (before, after)."""
+    from alembic import command
+
+    before = current_revision(engine)
+    with engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), revision)
+    return before, current_revision(engine)
+
+
+class Store:
+    """The database, opened. Cheap methods over short transactions."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.sessions = sessionmaker(engine, expire_on_commit=False)
+
+    def session(self) -> Session:
+        return self.sessions()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- snapshots ----------------------------------------------------------------------------
+    def record_fetch(self, record: dict, *, fetched_at: dt.datetime | None = None,
+                     ignore: Sequence[str] = (), requested_id: str | None = None,
+                     linked_from: str | None = None) -> "Recorded":
+        """Store one fetched record: a snapshot if its content changed, its changes, and the
+        outbox rows for every active subscriber they concern, all in one transaction."""
+        if not rec.is_study(record):
+            raise StoreError("refusing to store a body that is not a study record")
+        nct_id = rec.nct_of(record)
+        fetched_at = fetched_at or utcnow()
+        canon = rec.canonical(record)
+        body = rec.canonical_json(canon)
+        import hashlib
+
+        digest = hashlib.sha256(body).hexdigest()
+        status = rec.get(canon, "protocolSection.statusModule.overallStatus")
+        title = rec.get(canon, "protocolSection.identificationModule.briefTitle")
+        try:
+            with self.session() as s, s.begin():
+                trial = s.get(Trial, nct_id)
+                if trial is None:
+                    trial = Trial(nct_id=nct_id, first_seen_at=fetched_at, linked_from=linked_from)
+                    s.add(trial)
+                    s.flush()
+                if requested_id and requested_id != nct_id:
+                    _remember_alias(s, requested_id, nct_id)
+                trial.last_checked_at = fetched_at
+                trial.gone_at = None
+                trial.title = title
+                trial.overall_status = status
+                latest = s.scalars(select(Snapshot).where(Snapshot.nct_id == nct_id)
+                                   .order_by(Snapshot.seq.desc()).limit(1)).first()
+                if latest is not None and latest.blob_hash == digest:
+                    return Recorded(nct_id=nct_id, snapshot_id=latest.id, first=False,
+                                    stored=False, changes=[], previous_fetched_at=latest.fetched_at)
+                if s.get(Blob, digest) is None:
+                    s.add(Blob(hash=digest, body=zlib.compress(body, 9), raw_size=len(body)))
+                snap = Snapshot(nct_id=nct_id, seq=(latest.seq + 1) if latest else 1,
+                                blob_hash=digest, fetched_at=fetched_at, overall_status=status,
+                                last_update_posted=rec.get(
+                                    record, "protocolSection.statusModule.lastUpdatePostDateStruct.date"))
+                s.add(snap)
+                s.flush()
+                changes: list[Change] = []
+                if latest is not None:
+                    old = self._load_blob(s, latest.blob_hash)
+                    changes = diff(old, canon, ignore=tuple(ignore))
+                    trial.last_changed_at = fetched_at
+                rows = self._add_changes(s, nct_id, changes, snapshot_id=snap.id, at=fetched_at)
+                return Recorded(nct_id=nct_id, snapshot_id=snap.id, first=latest is None,
+                                stored=True, changes=rows,
+                                previous_fetched_at=latest.fetched_at if latest else None)
+        except IntegrityError:
+            # Another writer appended the same version first: theirs stands, ours is a no-op.
+            return Recorded(nct_id=nct_id, snapshot_id=None, first=False, stored=False,
+                            changes=[], raced=True)
+        except OperationalError as e:
+            raise StoreError(f"database error while storing {nct_id}: {e.orig}") from None
+
+    def add_events(self, nct_id: str, changes: Iterable[Change], *, search: str | None = None,
+                   at: dt.datetime | None = None) -> list[ChangeRow]:
+        """Store changes that are not a new snapshot (search membership, a record gone)."""
+        with self.session() as s, s.begin():
+            return self._add_changes(s, nct_id, list(changes), snapshot_id=None,
+                                     at=at or utcnow(), search=search)
+
+    def _add_changes(self, s: Session, nct_id: str, changes: list[Change], *,
+                     snapshot_id: int | None, at: dt.datetime,
+                     search: str | None = None) -> list[ChangeRow]:
+        rows = [ChangeRow(nct_id=nct_id, snapshot_id=snapshot_id, search=search, field=c.field,
+                          label=c.label, old=_json(c.old), new=_json(c.new), detail=c.detail,
+                          site=c.site, severity=c.severity, detected_at=at) for c in changes]
+        if not rows:
+            return rows
+        s.add_all(rows)
+        s.flush()
+        for sub in self._interested(s, nct_id, search):
+            floor = SEVERITY_RANK[sub.min_severity]
+            for row in rows:
+                if row.rank >= floor:
+                    s.add(OutboxRow(subscriber_id=sub.id, change_id=row.id, created_at=at))
+        return rows
+
+    def _interested(self, s: Session, nct_id: str, search: str | None) -> list[Subscriber]:
+        """Active subscribers to this trial, or to a search it belongs (or belonged) to."""
+        searches = set(s.scalars(select(SearchMember.search).where(SearchMember.nct_id == nct_id)))
+        if search:
+            searches.add(search)
+        q = (select(Subscriber).join(Subscription)
+             .where(Subscriber.state == "active")
+             .where(((Subscription.kind == "trial") & (Subscription.target == nct_id))
+                    | ((Subscription.kind == "search") & (Subscription.target.in_(searches or {""}))))
+             .distinct())
+        return list(s.scalars(q))
+
+    @staticmethod
+    def _load_blob(s: Session, digest: str) -> dict:
+        blob = s.get(Blob, digest)
+        return json.loads(zlib.decompress(blob.body))
+
+    def snapshot_record(self, snapshot_id: int) -> dict:
+        with self.session() as s:
+            snap = s.get(Snapshot, snapshot_id)
+            return self._load_blob(s, snap.blob_hash)
+
+    def latest_snapshot(self, nct_id: str) -> Snapshot | None:
+        with self.session() as s:
+            return s.scalars(select(Snapshot).where(Snapshot.nct_id == nct_id)
+                             .order_by(Snapshot.seq.desc()).limit(1)).first()
+
+    def latest_record(self, nct_id: str) -> dict | None:
+        snap = self.latest_snapshot(nct_id)
+        return self.snapshot_record(snap.id) if snap else None
+
+    def history(self, nct_id: str) -> tuple[list[Snapshot], list[ChangeRow]]:
+        """Snapshots oldest first, and every change stored for the trial oldest first."""
+        with self.session() as s:
+            snaps = list(s.scalars(select(Snapshot).where(Snapshot.nct_id == nct_id)
+                                   .order_by(Snapshot.seq)))
+            changes = list(s.scalars(select(ChangeRow).where(ChangeRow.nct_id == nct_id)
+                                     .order_by(ChangeRow.detected_at, ChangeRow.id)))
+            return snaps, changes
+
+    def trial(self, nct_id: str) -> Trial | None:
+        with self.session() as s:
+            return s.get(Trial, nct_id)
+
+    def resolve_alias(self, nct_id: str) -> str:
+        with self.session() as s:
+            alias = s.get(TrialAlias, nct_id)
+            return alias.nct_id if alias else nct_id
+
+    def remember_alias(self, alias: str, nct_id: str) -> None:
+        with self.session() as s, s.begin():
+            _remember_alias(s, alias, nct_id)
+
+    def mark_checked(self, nct_ids: Iterable[str], at: dt.datetime | None = None) -> None:
+        """Records fetched-and-unchanged in bulk (the poller's cheap path)."""
+        ids = list(nct_ids)
+        if not ids:
+            return
+        with self.session() as s, s.begin():
+            s.execute(update(Trial).where(Trial.nct_id.in_(ids)).values(last_checked_at=at or utcnow()))
+
+    def storage_bytes(self) -> dict[str, int]:
+        """Bytes of stored record bodies (compressed and raw) and row counts, for reports."""
+        with self.session() as s:
+            comp = s.scalar(select(func.coalesce(func.sum(func.length(Blob.body)), 0)))
+            raw = s.scalar(select(func.coalesce(func.sum(Blob.raw_size), 0)))
+            return {"blobs": s.scalar(select(func.count()).select_from(Blob)),
+                    "snapshots": s.scalar(select(func.count()).select_from(Snapshot)),
+                    "changes": s.scalar(select(func.count()).select_from(ChangeRow)),
+                    "compressed_bytes": int(comp), "raw_bytes": int(raw)}
+
+
+def _remember_alias(s: Session, alias: str, nct_id: str) -> None:
+    row = s.get(TrialAlias, alias)
+    if row is None:
+        s.add(TrialAlias(alias=alias, nct_id=nct_id))
+    else:
+        row.nct_id = nct_id
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+@dataclass
+class Recorded:
+    """What ``record_fetch`` did."""
+
+    nct_id: str
+    snapshot_id: int | None
+    first: bool
+    stored: bool
+    changes: list[ChangeRow] = field(default_factory=list)
+    previous_fetched_at: dt.datetime | None = None
+    raced: bool = False
+
+
+def open_store(url: str, *, create: bool = True) -> Store:
+    """Open the database at ``url``. A fresh database is created at the current migration; an
+    existing one at an older migration is refused until ``trialwatch db upgrade``."""
+    engine = make_engine(url)
+    try:
+        current = current_revision(engine)
+        head = head_revision()
+        if current is None:
+            from sqlalchemy import inspect
+
+            if inspect(engine).get_table_names():
+                raise StoreError(f"database {_safe_url(url)} has tables but no trialwatch migration stamp",
+                                 hint="Point 'database' at an empty database or at trialwatch's own.")
+            if not create:
+                raise StoreError(f"database {_safe_url(url)} is empty", hint="Run 'trialwatch db upgrade'.")
+            upgrade(engine)
+        elif current != head:
+            from alembic.script import ScriptDirectory
+
+            known = {r.revision for r in ScriptDirectory.from_config(_alembic_config()).walk_revisions()}
+            if current not in known:
+                raise StoreError(f"database {_safe_url(url)} is at migration {current}, newer than this "
+                                 f"trialwatch ({head})", hint="Upgrade trialwatch.")
+            raise StoreError(f"database {_safe_url(url)} is at migration {current}; this trialwatch needs {head}",
+                             hint="Back it up, then run 'trialwatch db upgrade'.")
+    except OperationalError as e:
+        engine.dispose()
+        raise StoreError(f"cannot open database {_safe_url(url)}: {e.orig}") from None
+    except StoreError:
+        engine.dispose()
+        raise
+    return Store(engine)
