@@ -12,6 +12,8 @@ import copy
 import hashlib
 import json
 import re
+from collections import Counter
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .errors import InvalidNctId
@@ -137,17 +139,198 @@ _ENUM_RE = re.compile(r"^[A-Z][A-Z0-9_]+$")
 
 
 def words(value: Any) -> str:
-    """A stored value as a person reads it: enums in words, lists joined, None as an em dash."""
-    if value is None or value == "":
+    """A stored value as a person reads it: enums in words, lists joined, None as an em dash.
+
+    Dicts are the shapes ``diff`` puts in a change: ``{"date", "type"}`` and ``{"count", "type"}``
+    read "2026-12 (estimated)" / "75 (estimated)"; any other dict lists its values.
+    """
+    if value is None or value == "" or value == {}:
         return "—"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, list):
-        return ", ".join(words(v) for v in value) or "—"
-    if isinstance(value, str) and _ENUM_RE.match(value):
+        sep = "; " if any(isinstance(v, dict) for v in value) else ", "
+        return sep.join(words(v) for v in value) or "—"
+    if isinstance(value, dict):
+        main = next((k for k in ("date", "count") if k in value), None)
+        if main is not None and set(value) <= {main, "type"}:
+            kind = value.get("type")
+            return f"{words(value[main])} ({words(kind)})" if kind else words(value[main])
+        # Booleans alone would read "yes"/"no" with no subject, so they keep their key.
+        return ", ".join(f"{_key_words(k)}: {words(v)}" if isinstance(v, bool) else words(v)
+                         for k, v in value.items() if v not in (None, "", [], {})) or "—"
+    if isinstance(value, str) and _ENUM_RE.match(value) and not _NCT_RE.match(value):
         return _ENUM_WORDS.get(value, value.replace("_", " ").capitalize())
     return str(value)
 
 
+def _key_words(key: str) -> str:
+    """``hasExpandedAccess`` -> ``has expanded access``."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", key).lower()
+
+
 def url(nct_id: str) -> str:
     return f"https://clinicaltrials.gov/study/{nct_id}"
+
+
+# --- summary: what a physician reads in ten seconds before a referral ---------------------------
+
+UNSPECIFIED = "UNSPECIFIED"   # sites_by_status key for sites that carry no status (JSON keys are strings)
+
+
+@dataclass(frozen=True)
+class Contact:
+    name: str | None
+    role: str | None
+    phone: str | None
+    email: str | None
+
+
+@dataclass(frozen=True)
+class Official:
+    name: str | None
+    affiliation: str | None
+    role: str | None
+
+
+@dataclass(frozen=True)
+class Site:
+    facility: str | None
+    city: str | None
+    state: str | None
+    country: str | None
+    status: str | None          # RecruitmentStatus enum; the registry often omits it
+    contacts: list[Contact] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ExpandedAccess:
+    has_expanded_access: bool | None
+    nct_id: str | None          # the separate expanded-access record, when there is one
+    status: str | None          # statusForNctId: AVAILABLE, APPROVED_FOR_MARKETING, ...
+
+
+@dataclass(frozen=True)
+class Eligibility:
+    sex: str | None
+    minimum_age: str | None     # as the registry writes it: "18 Years"
+    maximum_age: str | None
+    healthy_volunteers: bool | None
+    std_ages: list[str]
+    criteria: str | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    measure: str | None
+    time_frame: str | None
+
+
+@dataclass(frozen=True)
+class Summary:
+    nct_id: str | None
+    title: str | None
+    official_title: str | None
+    acronym: str | None
+    status: str | None
+    status_words: str
+    last_known_status: str | None
+    why_stopped: str | None
+    status_verified: str | None
+    enrollment_count: int | None
+    enrollment_type: str | None
+    phases: list[str]
+    study_type: str | None
+    lead_sponsor: str | None
+    conditions: list[str]
+    interventions: list[str]
+    start_date: str | None
+    start_date_type: str | None
+    primary_completion_date: str | None
+    primary_completion_date_type: str | None
+    completion_date: str | None
+    completion_date_type: str | None
+    has_results: bool
+    results_first_posted: str | None
+    sites: list[Site]
+    sites_by_status: dict[str, int]
+    central_contacts: list[Contact]
+    overall_officials: list[Official]
+    expanded_access: ExpandedAccess | None
+    eligibility: Eligibility
+    primary_outcomes: list[Outcome]
+    last_update_posted: str | None   # None on a canonical record: the canonical form drops it
+    url: str | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _list(value: Any) -> list:
+    # Real records omit empty modules and lists; a wrong type is treated as absent, not a crash.
+    return value if isinstance(value, list) else []
+
+
+def _contact(c: dict) -> Contact:
+    return Contact(c.get("name"), c.get("role"), c.get("phone"), c.get("email"))
+
+
+def summary(record: dict) -> Summary:
+    """The few facts a physician checks before a referral; never fails on a partial record."""
+    ps = "protocolSection"
+    g = lambda path: get(record, f"{ps}.{path}")  # noqa: E731
+    nct = g("identificationModule.nctId")
+    status = g("statusModule.overallStatus")
+    locations = [loc for loc in _list(g("contactsLocationsModule.locations")) if isinstance(loc, dict)]
+    sites = [Site(facility=loc.get("facility"), city=loc.get("city"), state=loc.get("state"),
+                  country=loc.get("country"), status=loc.get("status"),
+                  contacts=[_contact(c) for c in _list(loc.get("contacts")) if isinstance(c, dict)])
+             for loc in locations]
+    by_status = Counter(s.status or UNSPECIFIED for s in sites)
+    eai = g("statusModule.expandedAccessInfo")
+    elig = g("eligibilityModule") or {}
+    return Summary(
+        nct_id=nct,
+        title=g("identificationModule.briefTitle"),
+        official_title=g("identificationModule.officialTitle"),
+        acronym=g("identificationModule.acronym"),
+        status=status,
+        status_words=words(status),
+        last_known_status=g("statusModule.lastKnownStatus"),
+        why_stopped=g("statusModule.whyStopped"),
+        status_verified=g("statusModule.statusVerifiedDate"),
+        enrollment_count=g("designModule.enrollmentInfo.count"),
+        enrollment_type=g("designModule.enrollmentInfo.type"),
+        phases=list(_list(g("designModule.phases"))),
+        study_type=g("designModule.studyType"),
+        lead_sponsor=g("sponsorCollaboratorsModule.leadSponsor.name"),
+        conditions=list(_list(g("conditionsModule.conditions"))),
+        interventions=[i.get("name") for i in _list(g("armsInterventionsModule.interventions"))
+                       if isinstance(i, dict)],
+        start_date=g("statusModule.startDateStruct.date"),
+        start_date_type=g("statusModule.startDateStruct.type"),
+        primary_completion_date=g("statusModule.primaryCompletionDateStruct.date"),
+        primary_completion_date_type=g("statusModule.primaryCompletionDateStruct.type"),
+        completion_date=g("statusModule.completionDateStruct.date"),
+        completion_date_type=g("statusModule.completionDateStruct.type"),
+        has_results=bool(get(record, "hasResults")),
+        results_first_posted=g("statusModule.resultsFirstPostDateStruct.date"),
+        sites=sites,
+        sites_by_status=dict(sorted(by_status.items())),
+        central_contacts=[_contact(c) for c in _list(g("contactsLocationsModule.centralContacts"))
+                          if isinstance(c, dict)],
+        overall_officials=[Official(o.get("name"), o.get("affiliation"), o.get("role"))
+                           for o in _list(g("contactsLocationsModule.overallOfficials"))
+                           if isinstance(o, dict)],
+        expanded_access=(ExpandedAccess(eai.get("hasExpandedAccess"), eai.get("nctId"),
+                                        eai.get("statusForNctId"))
+                         if isinstance(eai, dict) else None),
+        eligibility=Eligibility(
+            sex=elig.get("sex"), minimum_age=elig.get("minimumAge"),
+            maximum_age=elig.get("maximumAge"), healthy_volunteers=elig.get("healthyVolunteers"),
+            std_ages=list(_list(elig.get("stdAges"))), criteria=elig.get("eligibilityCriteria")),
+        primary_outcomes=[Outcome(o.get("measure"), o.get("timeFrame"))
+                          for o in _list(g("outcomesModule.primaryOutcomes")) if isinstance(o, dict)],
+        last_update_posted=g("statusModule.lastUpdatePostDateStruct.date"),
+        url=url(nct) if isinstance(nct, str) else None,
+    )

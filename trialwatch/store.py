@@ -350,6 +350,7 @@ class Store:
                     s.flush()
                 if requested_id and requested_id != nct_id:
                     _remember_alias(s, requested_id, nct_id)
+                previous_checked_at = trial.last_checked_at
                 trial.last_checked_at = fetched_at
                 trial.gone_at = None
                 trial.title = title
@@ -358,7 +359,8 @@ class Store:
                                    .order_by(Snapshot.seq.desc()).limit(1)).first()
                 if latest is not None and latest.blob_hash == digest:
                     return Recorded(nct_id=nct_id, snapshot_id=latest.id, first=False,
-                                    stored=False, changes=[], previous_fetched_at=latest.fetched_at)
+                                    stored=False, changes=[], previous_fetched_at=latest.fetched_at,
+                                    previous_checked_at=previous_checked_at)
                 if s.get(Blob, digest) is None:
                     s.add(Blob(hash=digest, body=zlib.compress(body, 9), raw_size=len(body)))
                 snap = Snapshot(nct_id=nct_id, seq=(latest.seq + 1) if latest else 1,
@@ -375,7 +377,8 @@ class Store:
                 rows = self._add_changes(s, nct_id, changes, snapshot_id=snap.id, at=fetched_at)
                 return Recorded(nct_id=nct_id, snapshot_id=snap.id, first=latest is None,
                                 stored=True, changes=rows,
-                                previous_fetched_at=latest.fetched_at if latest else None)
+                                previous_fetched_at=latest.fetched_at if latest else None,
+                                previous_checked_at=previous_checked_at)
         except IntegrityError:
             # Another writer appended the same version first: theirs stands, ours is a no-op.
             return Recorded(nct_id=nct_id, snapshot_id=None, first=False, stored=False,
@@ -500,7 +503,9 @@ class Recorded:
     first: bool
     stored: bool
     changes: list[ChangeRow] = field(default_factory=list)
+    # When the latest earlier snapshot was taken (for an unchanged record: since when it is so).
     previous_fetched_at: dt.datetime | None = None
+    previous_checked_at: dt.datetime | None = None
     raced: bool = False
 
 

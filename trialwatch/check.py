@@ -1,0 +1,146 @@
+"""``trialwatch check``: fetch named trials now, store what is new, report what changed.
+
+Library code under the CLI command: ``check_trials(store, config, ids)`` returns one
+``CheckResult`` per trial (an error in one trial does not hide the others' results).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .errors import CtgovError, TrialNotFound, TrialwatchError
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .ctgov import Client
+    from .record import Summary
+    from .store import Recorded, Store
+
+
+@dataclass
+class CheckResult:
+    nct_id: str
+    requested_id: str
+    summary: "Summary | None" = None
+    recorded: "Recorded | None" = None
+    error: TrialwatchError | None = None
+    changes: list = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stable JSON object of ``trialwatch check --json`` (documented in the README)."""
+        s = self.summary
+        r = self.recorded
+        return {
+            "nct_id": self.nct_id,
+            "requested_id": self.requested_id,
+            "title": s.title,
+            "status": s.status,
+            "status_words": s.status_words,
+            "last_known_status": s.last_known_status,
+            "why_stopped": s.why_stopped,
+            "enrollment": {"count": s.enrollment_count, "type": s.enrollment_type},
+            "phases": list(s.phases),
+            "sponsor": s.lead_sponsor,
+            "start_date": s.start_date,
+            "primary_completion_date": s.primary_completion_date,
+            "completion_date": s.completion_date,
+            "has_results": s.has_results,
+            "sites_by_status": dict(s.sites_by_status),
+            "central_contacts": [c.to_dict() if hasattr(c, "to_dict") else c for c in s.central_contacts],
+            "expanded_access": s.expanded_access.to_dict() if hasattr(s.expanded_access, "to_dict") else s.expanded_access,
+            "url": s.url,
+            "first_snapshot": bool(r and r.first),
+            "changed": bool(r and r.stored and not r.first),
+            "previous_check": _iso(r.previous_checked_at) if r else None,
+            "unchanged_since": _iso(r.previous_fetched_at) if r and not r.stored else None,
+            "changes": [c.to_dict() for c in self.changes],
+        }
+
+
+def _iso(t: dt.datetime | None) -> str | None:
+    return t.isoformat() + "Z" if t else None
+
+
+def check_trials(store: "Store", config: "Config", ids: list[str], *,
+                 client: "Client | None" = None) -> list[CheckResult]:
+    """Fetch ``ids`` (normalised NCT numbers) live, store each, return what happened."""
+    from .ctgov import Client
+
+    own_client = client is None
+    client = client or Client.from_config(config.ctgov)
+    try:
+        fetched, errors = fetch_records(store, client, ids)
+    finally:
+        if own_client:
+            client.close()
+    results: list[CheckResult] = []
+    for requested in ids:
+        if requested in errors:
+            results.append(CheckResult(nct_id=requested, requested_id=requested, error=errors[requested]))
+            continue
+        raw = fetched[requested]
+        results.append(store_and_summarize(store, config, raw, requested))
+    return results
+
+
+def store_and_summarize(store: "Store", config: "Config", raw: dict, requested: str) -> CheckResult:
+    from .record import nct_of, summary
+
+    recorded = store.record_fetch(raw, requested_id=requested, ignore=config.ignore)
+    changes = sorted(recorded.changes, key=lambda c: -c.rank)
+    return CheckResult(nct_id=nct_of(raw), requested_id=requested, summary=summary(raw),
+                       recorded=recorded, changes=changes)
+
+
+def fetch_records(store: "Store", client: "Client",
+                  ids: list[str]) -> tuple[dict[str, dict], dict[str, TrialwatchError]]:
+    """Fetch each requested id: in ``filter.ids`` batches when there are several, then one by
+    one only for those the batch did not return (aliases answer 301, unknown ids 404)."""
+    fetched: dict[str, dict] = {}
+    errors: dict[str, TrialwatchError] = {}
+    from .record import nct_of
+
+    wanted = {i: store.resolve_alias(i) for i in ids}
+    if len(ids) > 1:
+        try:
+            for raw in client.studies(sorted(set(wanted.values()))):
+                nct = nct_of(raw)
+                for req, canon in wanted.items():
+                    if canon == nct:
+                        fetched[req] = raw
+        except CtgovError as e:
+            return {}, {i: e for i in ids}
+    for req in ids:
+        if req in fetched:
+            continue
+        try:
+            got = client.study(wanted[req])
+            fetched[req] = got.record
+        except TrialNotFound as e:
+            mark_gone(store, wanted[req])
+            errors[req] = e
+        except CtgovError as e:
+            errors[req] = e
+    return fetched, errors
+
+
+def mark_gone(store: "Store", nct_id: str) -> bool:
+    """A record we had stored now answers 404: store that as an event, once. Returns whether
+    it was news."""
+    from .diff import Change
+    from .store import Trial, utcnow
+
+    with store.session() as s, s.begin():
+        trial = s.get(Trial, nct_id)
+        if trial is None or trial.gone_at is not None:
+            return False
+        trial.gone_at = utcnow()
+        status = trial.overall_status
+    store.add_events(nct_id, [Change(
+        field="record_removed", label="Record no longer on ClinicalTrials.gov",
+        old=status, new=None, severity="critical",
+        detail="ClinicalTrials.gov answers 'not found' for this record; it may have been "
+               "withdrawn from public view or merged into another record.")])
+    return True

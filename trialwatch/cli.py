@@ -1,0 +1,254 @@
+"""The ``trialwatch`` command: thin wiring over the library.
+
+Results go to stdout (with ``--json``, only the JSON); logs and progress go to stderr. Every
+error is a ``TrialwatchError`` whose exit code is documented in ``trialwatch --help``:
+0 ok, 1 unexpected, 2 bad usage or input, 3 trial not found, 4 ClinicalTrials.gov unreachable or
+answering garbage (nothing stored), 5 database problem, 6 mail could not be sent.
+
+Heavy modules (SQLAlchemy, httpx, Jinja2, Starlette) are imported inside the commands, so
+``trialwatch --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from . import __version__
+from .errors import TrialwatchError, UsageError
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .store import Store
+
+log = logging.getLogger("trialwatch")
+
+EXIT_CODES = """\b
+Exit codes:
+  0  ok
+  1  unexpected error
+  2  bad usage or input (bad NCT number, invalid config.yaml, bad link)
+  3  trial not found on ClinicalTrials.gov
+  4  ClinicalTrials.gov unreachable or answering garbage (nothing stored)
+  5  database problem (cannot open, needs 'trialwatch db upgrade', poll lock held)
+  6  mail could not be sent"""
+
+
+class Context:
+    """What every command shares: the config path, loaded once on first use."""
+
+    def __init__(self, config_path: str | None, verbose: int) -> None:
+        self.config_path = config_path
+        self.verbose = verbose
+        self._config: Config | None = None
+        self._store: Store | None = None
+
+    @property
+    def config(self) -> "Config":
+        if self._config is None:
+            from .config import load
+
+            self._config = load(self.config_path)
+        return self._config
+
+    @property
+    def store(self) -> "Store":
+        if self._store is None:
+            from .store import open_store
+
+            self._store = open_store(self.config.database_url)
+        return self._store
+
+    def sync_subscribers(self) -> None:
+        """Config subscribers into the database, so changes stored now reach them."""
+        if self.config.subscribers:
+            from .notify import sync_subscribers
+
+            sync_subscribers(self.store, self.config)
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+@click.group(epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", metavar="PATH", envvar="TRIALWATCH_CONFIG",
+              help="config.yaml to use (default: $TRIALWATCH_CONFIG, else ./config.yaml, else built-in defaults).")
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
+@click.version_option(__version__, prog_name="trialwatch")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, verbose: int) -> None:
+    """Watch ClinicalTrials.gov records and tell subscribed physicians what changed."""
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(verbose + 1, 2), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    ctx.obj = Context(config_path, verbose)
+    ctx.call_on_close(ctx.obj.close)
+
+
+def _normalize_all(ids: tuple[str, ...]) -> list[str]:
+    from .record import normalize_nct
+
+    out: list[str] = []
+    for raw in ids:
+        n = normalize_nct(raw)
+        if n not in out:
+            out.append(n)
+    return out
+
+
+def _emit_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, ensure_ascii=False, default=str))
+
+
+# -- check ------------------------------------------------------------------------------------
+
+@cli.command()
+@click.argument("nct_ids", nargs=-1, required=False, metavar="NCT_ID...")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per trial, one per line.")
+@pass_ctx
+def check(c: Context, nct_ids: tuple[str, ...], as_json: bool) -> None:
+    """Fetch trials now, store any new version, and say what changed since the last check.
+
+    With no NCT_ID, checks every trial in config.yaml. Each object printed by --json has:
+    nct_id, title, status, status_words, why_stopped, enrollment {count, type}, phases,
+    sponsor, url, first_snapshot, changed, previous_check, changes [{field, label, old, new,
+    severity, detail, site}], most severe first.
+    """
+    from .checking import check_trials
+
+    ids = _normalize_all(nct_ids) if nct_ids else c.config.all_trials()
+    if not ids:
+        raise UsageError("no trial to check", hint="Name one, e.g. 'trialwatch check NCT03268603', "
+                         "or list them under 'trials' in config.yaml.")
+    c.sync_subscribers()
+    results = check_trials(c.store, c.config, ids)
+    failures: list[TrialwatchError] = []
+    for res in results:
+        if res.error is not None:
+            failures.append(res.error)
+            click.echo(f"error: {res.nct_id}: {res.error.message}", err=True)
+            continue
+        if as_json:
+            _emit_json(res.to_dict())
+        else:
+            from .render_text import check_report
+
+            click.echo(check_report(res))
+    if failures:
+        # The worst failure decides the exit code: not found (3) < unreachable (4).
+        raise max(failures, key=lambda e: e.exit_code)
+
+
+# -- history ----------------------------------------------------------------------------------
+
+@cli.command()
+@click.argument("nct_id")
+@click.option("--json", "as_json", is_flag=True, help="{nct_id, snapshots: [...], changes: [...]}, oldest first.")
+@pass_ctx
+def history(c: Context, nct_id: str, as_json: bool) -> None:
+    """Every stored version of a trial and the changes between them, oldest first."""
+    from .record import normalize_nct
+    from .errors import TrialNotFound
+
+    nct = c.store.resolve_alias(normalize_nct(nct_id))
+    snaps, changes = c.store.history(nct)
+    if not snaps and not changes:
+        raise TrialNotFound(f"no stored snapshot of {nct}",
+                            hint=f"Run 'trialwatch check {nct}' first.")
+    by_snap: dict[int | None, list] = {}
+    for ch in changes:
+        by_snap.setdefault(ch.snapshot_id, []).append(ch)
+    if as_json:
+        _emit_json({
+            "nct_id": nct,
+            "snapshots": [{"seq": s.seq, "fetched_at": _iso(s.fetched_at), "content_hash": s.blob_hash,
+                           "overall_status": s.overall_status, "last_update_posted": s.last_update_posted,
+                           "changes": [ch.to_dict() for ch in by_snap.get(s.id, [])]} for s in snaps],
+            "changes": [ch.to_dict() for ch in changes],
+        })
+        return
+    from .render_text import history_report
+
+    click.echo(history_report(nct, snaps, changes))
+
+
+def _iso(t: Any) -> str | None:
+    return t.isoformat() + "Z" if t is not None else None
+
+
+# -- db -----------------------------------------------------------------------------------------
+
+@cli.group()
+def db() -> None:
+    """Database maintenance."""
+
+
+@db.command("upgrade")
+@pass_ctx
+def db_upgrade(c: Context) -> None:
+    """Create the database, or migrate an older one to this trialwatch's schema."""
+    from .store import make_engine, upgrade, _safe_url
+
+    engine = make_engine(c.config.database_url)
+    try:
+        before, after = upgrade(engine)
+    finally:
+        engine.dispose()
+    where = _safe_url(c.config.database_url)
+    if before == after:
+        click.echo(f"{where}: already at migration {after}")
+    else:
+        click.echo(f"{where}: migrated {before or '(empty)'} -> {after}")
+
+
+@db.command("status")
+@pass_ctx
+def db_status(c: Context) -> None:
+    """Show the database's migration and how much it stores."""
+    store = c.store
+    from .store import current_revision
+
+    sizes = store.storage_bytes()
+    click.echo(f"migration: {current_revision(store.engine)}")
+    for k, v in sizes.items():
+        click.echo(f"{k}: {v}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI, turn TrialwatchErrors into their exit codes."""
+    try:
+        cli.main(args=argv, prog_name="trialwatch", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as e:
+        e.show()
+        return 2  # click's own usage errors
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except TrialwatchError as e:
+        click.echo(f"error: {e.message}", err=True)
+        if e.hint:
+            click.echo(f"  hint: {e.hint}", err=True)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # noqa: BLE001 - the last line of defence says what happened
+        if logging.getLogger().isEnabledFor(logging.DEBUG):
+            raise
+        click.echo(f"error: unexpected {type(e).__name__}: {e}", err=True)
+        click.echo("  hint: run again with -vv for a traceback, and report it.", err=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

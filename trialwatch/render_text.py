@@ -1,0 +1,120 @@
+"""Plain-text reports for the terminal: what ``trialwatch check`` and ``history`` print."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .record import words
+
+if TYPE_CHECKING:
+    from .check import CheckResult
+
+SEVERITY_MARK = {"critical": "!!", "important": " !", "minor": "  "}
+
+
+def _date(value: Any, kind: Any = None) -> str:
+    if not value:
+        return "—"
+    return f"{value} ({words(kind)})" if kind else str(value)
+
+
+def _when(t: Any) -> str:
+    return t.strftime("%Y-%m-%d %H:%M UTC") if t else "—"
+
+
+def change_line(ch: Any) -> list[str]:
+    """One change as lines: severity, label, old -> new; a diff detail indented below."""
+    old, new = ch.old_value if hasattr(ch, "old_value") else ch.old, ch.new_value if hasattr(ch, "new_value") else ch.new
+    lines = [f"  {SEVERITY_MARK.get(ch.severity, '  ')} [{ch.severity}] {ch.label}: {_value(old)} → {_value(new)}"]
+    if ch.detail:
+        lines.extend("        " + ln for ln in ch.detail.splitlines()[:40])
+    return lines
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, dict):
+        if "date" in v:
+            return _date(v.get("date"), v.get("type"))
+        if "count" in v:
+            return f"{v.get('count')} ({words(v.get('type'))})" if v.get("type") else str(v.get("count"))
+        return ", ".join(f"{k}: {words(x)}" for k, x in v.items())
+    s = words(v)
+    return s if len(s) <= 120 else s[:117] + "…"
+
+
+def check_report(res: "CheckResult") -> str:
+    s = res.summary
+    r = res.recorded
+    out = [f"{s.nct_id}  {s.title}"]
+    if res.requested_id != s.nct_id:
+        out.append(f"  (requested as {res.requested_id}, which ClinicalTrials.gov now files as {s.nct_id})")
+    status = s.status_words
+    if s.last_known_status:
+        status += f" (last known: {words(s.last_known_status)})"
+    out.append(f"  Status:       {status}")
+    if s.why_stopped:
+        out.append(f"  Why stopped:  {s.why_stopped}")
+    enrol = "—" if s.enrollment_count is None else f"{s.enrollment_count} ({words(s.enrollment_type)})"
+    out.append(f"  Enrollment:   {enrol}")
+    out.append(f"  Phase:        {words(list(s.phases)) if s.phases else 'not applicable'}")
+    out.append(f"  Sponsor:      {s.lead_sponsor or '—'}")
+    out.append(f"  Start:        {_date(s.start_date, s.start_date_type)}")
+    out.append(f"  Primary completion: {_date(s.primary_completion_date, s.primary_completion_date_type)}")
+    out.append(f"  Completion:   {_date(s.completion_date, s.completion_date_type)}")
+    if s.sites_by_status:
+        parts = [f"{n} {words(k) if k else 'status not given'}" for k, n in
+                 sorted(s.sites_by_status.items(), key=lambda kv: -kv[1])]
+        out.append(f"  Sites:        {sum(s.sites_by_status.values())} ({', '.join(parts)})")
+    else:
+        out.append("  Sites:        none listed")
+    for c in s.central_contacts[:2]:
+        bits = [b for b in (getattr(c, "name", None), getattr(c, "phone", None), getattr(c, "email", None)) if b]
+        out.append(f"  Contact:      {', '.join(bits)}")
+    if not s.central_contacts:
+        out.append("  Contact:      none listed (see sites on the record)")
+    ea = s.expanded_access
+    if ea and getattr(ea, "available", False):
+        extra = f" via {ea.nct_id}" if getattr(ea, "nct_id", None) else ""
+        st = f" ({words(ea.status)})" if getattr(ea, "status", None) else ""
+        out.append(f"  Expanded access: yes{extra}{st}")
+    else:
+        out.append("  Expanded access: not offered on this record")
+    if s.has_results:
+        out.append("  Results:      posted")
+    out.append(f"  Record:       {s.url}")
+    out.append("")
+    if r is None:
+        pass
+    elif r.first:
+        out.append("First snapshot: nothing to compare with yet; later checks will show what changed.")
+    elif not r.stored:
+        out.append(f"No change since {_when(r.previous_fetched_at)}"
+                   + (f" (last checked {_when(r.previous_checked_at)})." if r.previous_checked_at else "."))
+    elif not res.changes:
+        out.append("New version stored, but nothing a referring physician needs changed "
+                   "(only ignored fields differ).")
+    else:
+        out.append(f"{len(res.changes)} change{'s' if len(res.changes) != 1 else ''} since "
+                   f"{_when(r.previous_fetched_at)}:")
+        for ch in res.changes:
+            out.extend(change_line(ch))
+    return "\n".join(out)
+
+
+def history_report(nct: str, snaps: list, changes: list) -> str:
+    by_snap: dict[Any, list] = {}
+    for ch in changes:
+        by_snap.setdefault(ch.snapshot_id, []).append(ch)
+    out = [f"{nct}: {len(snaps)} stored version{'s' if len(snaps) != 1 else ''}"]
+    for snap in snaps:
+        out.append(f"#{snap.seq}  {_when(snap.fetched_at)}  {words(snap.overall_status)}"
+                   f"  (record updated {snap.last_update_posted or '—'}, {snap.blob_hash[:12]})")
+        for ch in sorted(by_snap.get(snap.id, []), key=lambda c: -c.rank):
+            out.extend(change_line(ch))
+    events = by_snap.get(None, [])
+    if events:
+        out.append("Events:")
+        for ch in events:
+            out.append(f"  {_when(ch.detected_at)}")
+            out.extend(change_line(ch))
+    return "\n".join(out)
