@@ -84,3 +84,9 @@ def _clean_env(monkeypatch):
     for var in ("TRIALWATCH_CONFIG", "TRIALWATCH_DATABASE_URL", "TRIALWATCH_SECRET_KEY",
                 "TRIALWATCH_SMTP_PASSWORD"):
         monkeypatch.delenv(var, raising=False)
+
+
+# tests/standin.py and tests/smtp_server.py are helpers the tests import by module name.
+import sys as _sys
+
+_sys.path.insert(0, str(Path(__file__).resolve().parent))

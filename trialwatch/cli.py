@@ -86,9 +86,11 @@ pass_ctx = click.make_pass_decorator(Context)
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None, verbose: int) -> None:
     """Watch ClinicalTrials.gov records and tell subscribed physicians what changed."""
-    logging.basicConfig(
-        level=logging.WARNING - 10 * min(verbose + 1, 2), stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    # trialwatch's own log at INFO (-v: DEBUG); libraries (httpx logs every request at INFO)
+    # only at WARNING unless -vv.
+    logging.basicConfig(level=logging.DEBUG if verbose >= 2 else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("trialwatch").setLevel(logging.DEBUG if verbose else logging.INFO)
     ctx.obj = Context(config_path, verbose)
     ctx.call_on_close(ctx.obj.close)
 
@@ -122,7 +124,7 @@ def check(c: Context, nct_ids: tuple[str, ...], as_json: bool) -> None:
     sponsor, url, first_snapshot, changed, previous_check, changes [{field, label, old, new,
     severity, detail, site}], most severe first.
     """
-    from .checking import check_trials
+    from .check import check_trials
 
     ids = _normalize_all(nct_ids) if nct_ids else c.config.all_trials()
     if not ids:
@@ -220,6 +222,155 @@ def db_status(c: Context) -> None:
     click.echo(f"migration: {current_revision(store.engine)}")
     for k, v in sizes.items():
         click.echo(f"{k}: {v}")
+
+
+# -- polling ----------------------------------------------------------------------------------
+
+@cli.command()
+@click.option("--force", is_flag=True, help="Fetch everything even if ClinicalTrials.gov's data has not refreshed.")
+@click.option("--no-send", is_flag=True, help="Poll and store, but leave mail in the outbox.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One object: requests, trials_checked, trials_changed, changes, emails_sent, emails_queued, skipped, ...")
+@pass_ctx
+def poll(c: Context, force: bool, no_send: bool, as_json: bool) -> None:
+    """One poll cycle over every watched trial, saved search and linked record; then mail."""
+    from .poller import poll as run_poll
+
+    c.sync_subscribers()
+    if not no_send and c.config.subscribers:
+        c.config.secret_key()  # fail at start, not after the poll, when mail cannot be signed
+    report = run_poll(c.store, c.config, force=force, send=not no_send)
+    if as_json:
+        _emit_json(report.to_dict())
+    else:
+        if report.skipped:
+            click.echo(f"ClinicalTrials.gov data unchanged since the last complete poll "
+                       f"({report.data_timestamp}); {report.requests} request.")
+        else:
+            click.echo(f"{report.trials_checked} trials checked, {report.trials_changed} changed "
+                       f"({report.changes} changes, {report.events} events) in {report.requests} requests.")
+        click.echo(f"mail: {report.emails_sent} sent, {report.emails_queued} queued, {report.emails_failed} failed")
+        for err in report.errors:
+            click.echo(f"warning: {err}", err=True)
+    if not report.complete and not report.skipped:
+        from .errors import CtgovUnavailable
+
+        raise CtgovUnavailable("the poll did not finish: " + "; ".join(report.errors),
+                               hint="What was fetched is stored; the rest is fetched on the next poll.")
+    if report.emails_failed:
+        from .errors import MailError
+
+        raise MailError(f"{report.emails_failed} message(s) could not be delivered; see 'trialwatch send'")
+
+
+@cli.command()
+@click.option("--now", "poll_now", is_flag=True, help="Also poll once right away.")
+@pass_ctx
+def run(c: Context, poll_now: bool) -> None:
+    """Run the daemon: poll on the configured schedule until SIGTERM or Ctrl-C."""
+    from .daemon import Daemon
+
+    c.sync_subscribers()
+    if c.config.subscribers:
+        c.config.secret_key()
+    sys.exit(Daemon(c.store, c.config).run(poll_now=poll_now))
+
+
+# -- mail -------------------------------------------------------------------------------------
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Compose and show what would be sent; send nothing.")
+@click.option("--json", "as_json", is_flag=True, help="{sent: [...], queued: [...], failed: [...]}")
+@pass_ctx
+def send(c: Context, dry_run: bool, as_json: bool) -> None:
+    """Send every queued digest now (retrying earlier failures at once)."""
+    from .notify import send_pending
+
+    c.sync_subscribers()
+    c.config.secret_key()
+    report = send_pending(c.store, c.config, force=True, dry_run=dry_run)
+    if as_json:
+        _emit_json(report.to_dict())
+    else:
+        click.echo(report.describe() if hasattr(report, "describe") else str(report.to_dict()))
+    if report.failed and not dry_run:
+        from .errors import MailError
+
+        raise MailError(f"{len(report.failed)} message(s) failed for good")
+
+
+@cli.command()
+@click.argument("nct_id")
+@click.option("--to", "to", metavar="EMAIL", help="Render as it would be sent to this subscriber.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, writable=True), help="Also write the HTML part to FILE.")
+@pass_ctx
+def preview(c: Context, nct_id: str, to: str | None, html_path: str | None) -> None:
+    """Render the latest digest for a trial without sending it (text part on stdout)."""
+    from .notify import preview as render_preview
+    from .record import normalize_nct
+
+    c.sync_subscribers()
+    rendered = render_preview(c.store, c.config, normalize_nct(nct_id), to=to)
+    click.echo(f"Subject: {rendered.subject}\n")
+    click.echo(rendered.text)
+    if html_path:
+        from pathlib import Path
+
+        Path(html_path).write_text(rendered.html, encoding="utf-8")
+        click.echo(f"HTML part written to {html_path}", err=True)
+
+
+@cli.command()
+@click.argument("token")
+@pass_ctx
+def unsubscribe(c: Context, token: str) -> None:
+    """Unsubscribe the physician a signed unsubscribe TOKEN belongs to (no web server needed)."""
+    from .notify import unsubscribe as do_unsubscribe
+
+    sub = do_unsubscribe(c.store, c.config, token)
+    click.echo(f"{sub.email} is unsubscribed; no further alerts will be sent.")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def subscribers(c: Context, as_json: bool) -> None:
+    """List subscribers, their state (pending, active, unsubscribed) and what they follow."""
+    from sqlalchemy import select
+
+    from .store import Subscriber
+
+    c.sync_subscribers()
+    with c.store.session() as s:
+        subs = list(s.scalars(select(Subscriber).order_by(Subscriber.email)))
+        rows = [{"email": x.email, "name": x.name, "state": x.state, "source": x.source,
+                 "min_severity": x.min_severity, "digest": x.digest,
+                 "trials": sorted(t.target for t in x.subscriptions if t.kind == "trial"),
+                 "searches": sorted(t.target for t in x.subscriptions if t.kind == "search")} for x in subs]
+    if as_json:
+        _emit_json(rows)
+        return
+    if not rows:
+        click.echo("no subscribers")
+    for r in rows:
+        follows = ", ".join(r["trials"] + [f"search:{x}" for x in r["searches"]]) or "nothing"
+        click.echo(f"{r['email']:<36} {r['state']:<13} {r['source']:<7} {r['min_severity']:<10} "
+                   f"{r['digest']:<10} {follows}")
+
+
+# -- web ----------------------------------------------------------------------------------------
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+@pass_ctx
+def serve(c: Context, host: str, port: int) -> None:
+    """Serve the status pages, sign-up, manage and unsubscribe pages, and Atom feeds."""
+    from .web import serve as run_server
+
+    c.sync_subscribers()
+    c.config.secret_key()
+    run_server(c.config, host=host, port=port, store=c.store)
 
 
 def main(argv: list[str] | None = None) -> int:

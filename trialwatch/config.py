@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError, InvalidNctId
 from .record import normalize_nct
@@ -35,13 +35,20 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _nct_list(values: list[str]) -> list[str]:
-    out: list[str] = []
-    for v in values:
-        n = normalize_nct(v)
-        if n not in out:
-            out.append(n)
-    return out
+def _one_nct(value: str) -> str:
+    try:
+        return normalize_nct(value)
+    except InvalidNctId as e:
+        raise ValueError(f"{e.message} (an NCT number is 'NCT' and up to 8 digits)") from None
+
+
+def _dedupe(values: list[str]) -> list[str]:
+    return list(dict.fromkeys(values))
+
+
+# An NCT number, normalised per item so an error points at the item's own line.
+NctId = Annotated[str, AfterValidator(_one_nct)]
+NctList = Annotated[list[NctId], AfterValidator(_dedupe)]
 
 
 class CtgovConfig(_Strict):
@@ -98,7 +105,7 @@ class EmailConfig(_Strict):
 class SubscriberConfig(_Strict):
     email: str
     name: str | None = None
-    trials: list[str] = []
+    trials: NctList = []
     searches: list[str] = []
     min_severity: Literal["critical", "important", "minor"] = "important"
     digest: Literal["each_poll", "daily", "weekly"] = "each_poll"
@@ -112,8 +119,6 @@ class SubscriberConfig(_Strict):
             return validate_email(v, check_deliverability=False).normalized
         except EmailNotValidError as e:
             raise ValueError(str(e)) from None
-
-    _trials = field_validator("trials")(classmethod(lambda cls, v: _nct_list(v)))
 
 
 class NearConfig(_Strict):
@@ -171,7 +176,7 @@ class SearchConfig(_Strict):
 class Config(_Strict):
     database: str = "sqlite:///trialwatch.db"
     ctgov: CtgovConfig = CtgovConfig()
-    trials: list[str] = []
+    trials: NctList = []
     # Dotted JSON paths the diff never reports, e.g. protocolSection.referencesModule
     ignore: list[str] = []
     # Cron expression for `trialwatch run`. ClinicalTrials.gov refreshes its data once a day
@@ -183,8 +188,6 @@ class Config(_Strict):
     searches: list[SearchConfig] = []
     # Where the file was read from (None: embedded defaults); relative paths resolve against it.
     source: str | None = Field(None, exclude=True)
-
-    _trials = field_validator("trials")(classmethod(lambda cls, v: _nct_list(v)))
 
     @field_validator("schedule")
     @classmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .record import words
+from .record import UNSPECIFIED, words
 
 if TYPE_CHECKING:
     from .check import CheckResult
@@ -51,37 +51,44 @@ def check_report(res: "CheckResult") -> str:
     status = s.status_words
     if s.last_known_status:
         status += f" (last known: {words(s.last_known_status)})"
-    out.append(f"  Status:       {status}")
+    row = lambda label, value: out.append(f"  {label + ':':<20}{value}")  # noqa: E731
+    row("Status", status)
     if s.why_stopped:
-        out.append(f"  Why stopped:  {s.why_stopped}")
-    enrol = "—" if s.enrollment_count is None else f"{s.enrollment_count} ({words(s.enrollment_type)})"
-    out.append(f"  Enrollment:   {enrol}")
-    out.append(f"  Phase:        {words(list(s.phases)) if s.phases else 'not applicable'}")
-    out.append(f"  Sponsor:      {s.lead_sponsor or '—'}")
-    out.append(f"  Start:        {_date(s.start_date, s.start_date_type)}")
-    out.append(f"  Primary completion: {_date(s.primary_completion_date, s.primary_completion_date_type)}")
-    out.append(f"  Completion:   {_date(s.completion_date, s.completion_date_type)}")
+        row("Why stopped", s.why_stopped)
+    row("Enrollment", "—" if s.enrollment_count is None else f"{s.enrollment_count} ({words(s.enrollment_type)})")
+    row("Phase", words(list(s.phases)) if s.phases else "not applicable")
+    row("Sponsor", s.lead_sponsor or "—")
+    row("Start", _date(s.start_date, s.start_date_type))
+    row("Primary completion", _date(s.primary_completion_date, s.primary_completion_date_type))
+    row("Completion", _date(s.completion_date, s.completion_date_type))
     if s.sites_by_status:
-        parts = [f"{n} {words(k) if k else 'status not given'}" for k, n in
-                 sorted(s.sites_by_status.items(), key=lambda kv: -kv[1])]
-        out.append(f"  Sites:        {sum(s.sites_by_status.values())} ({', '.join(parts)})")
+        parts = [f"{n} {words(k).lower() if k != UNSPECIFIED else 'without a listed status'}"
+                 for k, n in sorted(s.sites_by_status.items(), key=lambda kv: -kv[1])]
+        row("Sites", f"{sum(s.sites_by_status.values())}: {', '.join(parts)}")
     else:
-        out.append("  Sites:        none listed")
+        row("Sites", "none listed")
     for c in s.central_contacts[:2]:
-        bits = [b for b in (getattr(c, "name", None), getattr(c, "phone", None), getattr(c, "email", None)) if b]
-        out.append(f"  Contact:      {', '.join(bits)}")
+        row("Contact", ", ".join(b for b in (c.name, c.phone, c.email) if b))
     if not s.central_contacts:
-        out.append("  Contact:      none listed (see sites on the record)")
+        officials = [", ".join(b for b in (o.name, o.affiliation) if b) for o in s.overall_officials[:1]]
+        site_contacts = [c for site in s.sites for c in site.contacts if c.phone or c.email][:1]
+        if site_contacts:
+            c = site_contacts[0]
+            row("Contact", ", ".join(b for b in (c.name, c.phone, c.email) if b) + " (site contact)")
+        elif officials:
+            row("Contact", f"{officials[0]} (investigator; no central contact listed)")
+        else:
+            row("Contact", "none listed on the record")
     ea = s.expanded_access
-    if ea and getattr(ea, "available", False):
-        extra = f" via {ea.nct_id}" if getattr(ea, "nct_id", None) else ""
-        st = f" ({words(ea.status)})" if getattr(ea, "status", None) else ""
-        out.append(f"  Expanded access: yes{extra}{st}")
+    if ea and ea.has_expanded_access:
+        extra = f" via {ea.nct_id}" if ea.nct_id else ""
+        st = f" ({words(ea.status)})" if ea.status else ""
+        row("Expanded access", f"yes{extra}{st}")
     else:
-        out.append("  Expanded access: not offered on this record")
+        row("Expanded access", "not offered on this record")
     if s.has_results:
-        out.append("  Results:      posted")
-    out.append(f"  Record:       {s.url}")
+        row("Results", f"posted{' ' + s.results_first_posted if s.results_first_posted else ''}")
+    row("Record", s.url)
     out.append("")
     if r is None:
         pass

@@ -251,7 +251,8 @@ def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite gets WAL, a busy timeout and foreign keys."""
     try:
         if url.startswith("sqlite"):
-            engine = create_engine(url, connect_args={"timeout": 30})
+            # isolation_level=None hands transaction control to the "begin" hook below.
+            engine = create_engine(url, connect_args={"timeout": 30, "isolation_level": None})
 
             @event.listens_for(engine, "connect")
             def _sqlite_pragmas(dbapi_conn, _record):  # noqa: ANN001
@@ -260,6 +261,13 @@ def make_engine(url: str) -> Engine:
                 cur.execute("PRAGMA synchronous=NORMAL")
                 cur.execute("PRAGMA foreign_keys=ON")
                 cur.close()
+
+            @event.listens_for(engine, "begin")
+            def _sqlite_begin(conn):  # noqa: ANN001
+                # A deferred transaction that reads and then writes fails at once with
+                # SQLITE_BUSY when another writer got in between (the busy timeout does not
+                # apply); IMMEDIATE takes the write lock up front and waits its turn instead.
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
         else:
             engine = create_engine(url, pool_pre_ping=True)
     except (SQLAlchemyError, ImportError, ValueError) as e:
@@ -387,8 +395,12 @@ class Store:
             raise StoreError(f"database error while storing {nct_id}: {e.orig}") from None
 
     def add_events(self, nct_id: str, changes: Iterable[Change], *, search: str | None = None,
-                   at: dt.datetime | None = None) -> list[ChangeRow]:
-        """Store changes that are not a new snapshot (search membership, a record gone)."""
+                   at: dt.datetime | None = None, session: Session | None = None) -> list[ChangeRow]:
+        """Store changes that are not a new snapshot (search membership, a record gone), with
+        their outbox rows; inside ``session``'s transaction when one is given."""
+        if session is not None:
+            return self._add_changes(session, nct_id, list(changes), snapshot_id=None,
+                                     at=at or utcnow(), search=search)
         with self.session() as s, s.begin():
             return self._add_changes(s, nct_id, list(changes), snapshot_id=None,
                                      at=at or utcnow(), search=search)
@@ -470,6 +482,35 @@ class Store:
             return
         with self.session() as s, s.begin():
             s.execute(update(Trial).where(Trial.nct_id.in_(ids)).values(last_checked_at=at or utcnow()))
+
+    # -- the poll lock ------------------------------------------------------------------------
+    def acquire_lock(self, name: str, holder: str, ttl_s: float) -> bool:
+        """Take (or renew) the named lease if it is free, expired or already ours. Atomic on
+        SQLite and PostgreSQL: an INSERT that collides falls back to a conditional UPDATE."""
+        now = utcnow()
+        until = now + dt.timedelta(seconds=ttl_s)
+        try:
+            with self.session() as s, s.begin():
+                s.add(Lock(name=name, holder=holder, lease_until=until))
+            return True
+        except IntegrityError:
+            pass
+        with self.session() as s, s.begin():
+            res = s.execute(update(Lock).where(Lock.name == name)
+                            .where((Lock.lease_until < now) | (Lock.holder == holder))
+                            .values(holder=holder, lease_until=until))
+            return res.rowcount == 1
+
+    def release_lock(self, name: str, holder: str) -> None:
+        from sqlalchemy import delete
+
+        with self.session() as s, s.begin():
+            s.execute(delete(Lock).where(Lock.name == name, Lock.holder == holder))
+
+    def lock_holder(self, name: str) -> Lock | None:
+        with self.session() as s:
+            lock = s.get(Lock, name)
+            return lock if lock is not None and lock.lease_until >= utcnow() else None
 
     def storage_bytes(self) -> dict[str, int]:
         """Bytes of stored record bodies (compressed and raw) and row counts, for reports."""

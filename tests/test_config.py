@@ -1,0 +1,118 @@
+"""config.yaml is validated at start-up: errors name the key, the file and the line;
+secrets never come from the file."""
+
+from __future__ import annotations
+
+import pytest
+
+from trialwatch import config as cfg
+from trialwatch.errors import ConfigError
+
+
+def test_no_file_gives_the_embedded_defaults(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    c = cfg.load()
+    assert c.source is None
+    assert c.database_url == f"sqlite:///{tmp_path / 'trialwatch.db'}"
+    assert c.email.transport == "file"
+
+
+def test_the_repository_config_watches_the_als_trial():
+    from pathlib import Path
+
+    c = cfg.load(Path(__file__).resolve().parent.parent / "config.yaml")
+    assert c.trials == ["NCT03268603"]
+
+
+def test_trials_are_normalised():
+    c = cfg.loads("trials: [nct3268603, ' NCT03268603 ', NCT00000102]")
+    assert c.trials == ["NCT03268603", "NCT00000102"]
+
+
+def test_bad_nct_in_the_file_names_the_key_and_line():
+    with pytest.raises(ConfigError) as e:
+        cfg.loads("database: sqlite:///x.db\ntrials:\n  - NCT03268603\n  - NCT123X\n", source="c.yaml")
+    assert "c.yaml:4: trials.1:" in str(e.value) and "NCT123X" in str(e.value)
+
+
+def test_unknown_key_names_the_file_and_line():
+    text = "ctgov:\n  base_url: https://example.org/api/v2\n  request_per_minute: 10\n"
+    with pytest.raises(ConfigError, match=r"c.yaml:3: unknown key 'ctgov.request_per_minute'"):
+        cfg.loads(text, source="c.yaml")
+
+
+def test_wrong_type_names_the_key():
+    with pytest.raises(ConfigError, match=r"c.yaml:2: ctgov.timeout_s"):
+        cfg.loads("ctgov:\n  timeout_s: soon\n", source="c.yaml")
+
+
+def test_a_password_in_the_file_is_refused_with_the_env_var_to_use():
+    text = "email:\n  smtp:\n    host: mail\n    password: hunter2\n"
+    with pytest.raises(ConfigError, match="TRIALWATCH_SMTP_PASSWORD"):
+        cfg.loads(text, source="c.yaml")
+
+
+def test_invalid_yaml_names_the_line():
+    with pytest.raises(ConfigError, match=r"c.yaml:2: not valid YAML"):
+        cfg.loads("trials: [NCT03268603\nfoo: : bar\n", source="c.yaml")
+
+
+def test_subscriber_must_name_existing_searches():
+    text = "subscribers:\n  - email: dr@example.org\n    searches: [nope]\n"
+    with pytest.raises(ConfigError, match="names search 'nope'"):
+        cfg.loads(text)
+
+
+def test_subscriber_email_is_validated():
+    with pytest.raises(ConfigError, match="subscribers.0.email"):
+        cfg.loads("subscribers:\n  - email: not-an-address\n")
+
+
+def test_search_query_parameters():
+    c = cfg.loads("""
+searches:
+  - name: als-msc
+    condition: amyotrophic lateral sclerosis
+    intervention: mesenchymal
+    status: [recruiting, NOT_YET_RECRUITING]
+    near: {lat: 44.02, lon: -92.46, miles: 200}
+""")
+    assert c.searches[0].query_params() == {
+        "query.cond": "amyotrophic lateral sclerosis", "query.intr": "mesenchymal",
+        "filter.overallStatus": "RECRUITING,NOT_YET_RECRUITING",
+        "filter.geo": "distance(44.02,-92.46,200mi)"}
+
+
+def test_database_url_from_environment_wins(monkeypatch):
+    monkeypatch.setenv("TRIALWATCH_DATABASE_URL", "postgresql+psycopg://u:secret@db/tw")
+    assert cfg.loads("database: sqlite:///x.db").database_url == "postgresql+psycopg://u:secret@db/tw"
+
+
+def test_relative_sqlite_path_resolves_against_the_config_file(tmp_path):
+    p = tmp_path / "etc" / "config.yaml"
+    p.parent.mkdir()
+    p.write_text("database: sqlite:///data/tw.db\n")
+    assert cfg.load(p).database_url == f"sqlite:///{tmp_path / 'etc' / 'data' / 'tw.db'}"
+
+
+def test_config_path_resolution_order(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "config.yaml").write_text("trials: [NCT00000001]\n")
+    env = tmp_path / "env.yaml"
+    env.write_text("trials: [NCT00000002]\n")
+    assert cfg.load().trials == ["NCT00000001"]
+    monkeypatch.setenv("TRIALWATCH_CONFIG", str(env))
+    assert cfg.load().trials == ["NCT00000002"]
+    explicit = tmp_path / "x.yaml"
+    explicit.write_text("trials: [NCT00000003]\n")
+    assert cfg.load(explicit).trials == ["NCT00000003"]
+    with pytest.raises(ConfigError, match="does not exist"):
+        cfg.load(tmp_path / "missing.yaml")
+
+
+def test_secret_key_is_required_only_when_asked(monkeypatch):
+    c = cfg.loads("")
+    with pytest.raises(ConfigError, match="TRIALWATCH_SECRET_KEY is not set"):
+        c.secret_key()
+    monkeypatch.setenv("TRIALWATCH_SECRET_KEY", "k" * 32)
+    assert c.secret_key() == "k" * 32

@@ -1,0 +1,58 @@
+"""The schema is what the migrations build: models and migrations agree, old databases are
+refused with a clear message, and `db upgrade` brings them up."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+
+from trialwatch import store as st
+from trialwatch.errors import StoreError
+
+
+def test_models_and_migrations_agree(db_url):
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    s = st.open_store(db_url)  # a fresh database is created at head by running migrations
+    with s.engine.connect() as conn:
+        mc = MigrationContext.configure(conn, opts={"compare_type": True})
+        assert compare_metadata(mc, st.Base.metadata) == []
+    s.close()
+
+
+def test_fresh_database_is_created_at_head(db_url):
+    s = st.open_store(db_url)
+    assert st.current_revision(s.engine) == st.head_revision()
+    s.close()
+
+
+def test_database_at_unknown_revision_is_refused(db_url):
+    s = st.open_store(db_url)
+    with s.engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = 'ffff'"))
+    s.close()
+    with pytest.raises(StoreError, match="newer than this trialwatch"):
+        st.open_store(db_url)
+
+
+def test_downgrade_and_upgrade_round_trip(db_url):
+    from alembic import command
+
+    s = st.open_store(db_url)
+    with s.engine.begin() as conn:
+        command.downgrade(st._alembic_config(conn), "base")
+    assert st.current_revision(s.engine) is None
+    before, after = st.upgrade(s.engine)
+    assert (before, after) == (None, st.head_revision())
+    s.close()
+
+
+def test_foreign_tables_are_not_touched(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE patients (id INTEGER)")
+    with pytest.raises(StoreError, match="no trialwatch migration stamp"):
+        st.open_store(f"sqlite:///{path}")

@@ -1,0 +1,172 @@
+"""The snapshot store: a version is stored once, a failed fetch stores nothing, a change is
+queued once per interested physician, and the schema matches its migrations."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from sqlalchemy import func, select
+
+from trialwatch import store as st
+from trialwatch.errors import StoreError
+
+
+def counts(store) -> dict[str, int]:
+    tables = (st.Trial, st.Blob, st.Snapshot, st.ChangeRow, st.OutboxRow, st.Message)
+    with store.session() as s:
+        return {t.__tablename__: s.scalar(select(func.count()).select_from(t)) for t in tables}
+
+
+def add_subscriber(store, email, trials=(), searches=(), min_severity="important", state="active"):
+    with store.session() as s, s.begin():
+        sub = st.Subscriber(email=email, state=state, min_severity=min_severity, source="config")
+        sub.subscriptions = [st.Subscription(kind="trial", target=t) for t in trials] + \
+                            [st.Subscription(kind="search", target=x) for x in searches]
+        s.add(sub)
+    return sub
+
+
+def test_first_fetch_stores_one_snapshot(store, record):
+    res = store.record_fetch(record("NCT03934567"))
+    assert res.first and res.stored and res.changes == []
+    assert counts(store)["snapshots"] == 1
+    assert store.trial("NCT03934567").overall_status == "ACTIVE_NOT_RECRUITING"
+
+
+def test_unchanged_content_adds_no_row_in_100_checks(store, record):
+    rec = record("NCT03934567")
+    store.record_fetch(rec)
+    before = counts(store)
+    for _ in range(100):
+        res = store.record_fetch(rec)
+        assert not res.stored and res.changes == []
+    assert counts(store) == before
+
+
+def test_noise_pair_is_one_version(store, record):
+    """The real pair fetched three weeks apart differs only in derivedSection."""
+    store.record_fetch(record("snapshots/NCT02552212.snapshot_A_versionHolder_2023-12-12"))
+    res = store.record_fetch(record("snapshots/NCT02552212.snapshot_B_versionHolder_2024-01-03"))
+    assert not res.stored
+    assert counts(store)["snapshots"] == 1
+
+
+def test_changed_content_adds_exactly_one_snapshot_with_its_changes(store, record):
+    rec = record("NCT03934567")
+    store.record_fetch(rec)
+    rec["protocolSection"]["statusModule"]["overallStatus"] = "RECRUITING"
+    res = store.record_fetch(rec)
+    assert res.stored and not res.first
+    assert [(c.field, c.old_value, c.new_value) for c in res.changes] == [
+        ("overall_status", "ACTIVE_NOT_RECRUITING", "RECRUITING")]
+    assert counts(store)["snapshots"] == 2
+    again = store.record_fetch(rec)
+    assert not again.stored and counts(store)["snapshots"] == 2
+
+
+def test_garbage_is_never_stored(store):
+    for garbage in ({}, {"studies": []}, {"protocolSection": {"identificationModule": {"nctId": "x"}}}, []):
+        with pytest.raises(StoreError):
+            store.record_fetch(garbage)
+    assert set(counts(store).values()) == {0}
+
+
+def test_identical_content_is_stored_once_across_versions(store, record):
+    """A status flip and flip back reuses the first blob."""
+    rec = record("NCT03934567")
+    store.record_fetch(rec)
+    rec["protocolSection"]["statusModule"]["overallStatus"] = "SUSPENDED"
+    store.record_fetch(rec)
+    rec["protocolSection"]["statusModule"]["overallStatus"] = "ACTIVE_NOT_RECRUITING"
+    store.record_fetch(rec)
+    c = counts(store)
+    assert c["snapshots"] == 3 and c["blobs"] == 2
+
+
+def test_largest_record_is_stored_compressed(store, record):
+    rec = record("NCT02513394")  # 1.5 MB with results
+    store.record_fetch(rec)
+    size = store.storage_bytes()
+    assert size["compressed_bytes"] < size["raw_bytes"] / 5
+
+
+def test_change_is_queued_once_per_interested_active_subscriber(store, record):
+    rec = record("NCT03934567")
+    add_subscriber(store, "a@example.org", trials=["NCT03934567"])
+    add_subscriber(store, "minor@example.org", trials=["NCT03934567"], min_severity="minor")
+    add_subscriber(store, "critical-only@example.org", trials=["NCT03934567"], min_severity="critical")
+    add_subscriber(store, "other@example.org", trials=["NCT00000102"])
+    add_subscriber(store, "gone@example.org", trials=["NCT03934567"], state="unsubscribed")
+    add_subscriber(store, "pending@example.org", trials=["NCT03934567"], state="pending")
+    store.record_fetch(rec)
+    rec["protocolSection"]["statusModule"]["overallStatus"] = "RECRUITING"  # important
+    store.record_fetch(rec)
+    with store.session() as s:
+        got = sorted(s.scalars(select(st.Subscriber.email).join(st.OutboxRow,
+                                                                st.OutboxRow.subscriber_id == st.Subscriber.id)))
+    assert got == ["a@example.org", "minor@example.org"]
+
+
+def test_search_subscribers_get_changes_of_member_trials(store, record):
+    rec = record("NCT03934567")
+    add_subscriber(store, "s@example.org", searches=["als"])
+    with store.session() as s, s.begin():
+        s.add(st.SearchMember(search="als", nct_id="NCT03934567"))
+    store.record_fetch(rec)
+    rec["protocolSection"]["statusModule"]["overallStatus"] = "TERMINATED"
+    store.record_fetch(rec)
+    assert counts(store)["outbox"] >= 1
+
+
+def test_two_writers_racing_on_one_version_store_it_once(db_url, record):
+    """Two processes appending the same new version after the same snapshot collide on
+    UNIQUE(nct_id, seq): one stores it, the other reports a no-op."""
+    stores = [st.open_store(db_url), st.open_store(db_url)]
+    rec = record("NCT03934567")
+    stores[0].record_fetch(rec)
+    rec["protocolSection"]["statusModule"]["overallStatus"] = "RECRUITING"
+    barrier = threading.Barrier(2)
+    results = []
+
+    def write(s):
+        barrier.wait()
+        results.append(s.record_fetch(rec))
+
+    threads = [threading.Thread(target=write, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r.stored for r in results) == [False, True]
+    assert counts(stores[0])["snapshots"] == 2
+    assert counts(stores[0])["changes"] == 1
+    for s in stores:
+        s.close()
+
+
+def test_unique_chain_position(store, record):
+    from sqlalchemy.exc import IntegrityError
+
+    store.record_fetch(record("NCT03934567"))
+    snap = store.latest_snapshot("NCT03934567")
+    with pytest.raises(IntegrityError):
+        with store.session() as s, s.begin():
+            s.add(st.Snapshot(nct_id=snap.nct_id, seq=snap.seq, blob_hash=snap.blob_hash,
+                              fetched_at=snap.fetched_at))
+
+
+def test_poll_lock_is_exclusive_until_released_or_expired(store):
+    assert store.acquire_lock("poll", "a", ttl_s=60)
+    assert not store.acquire_lock("poll", "b", ttl_s=60)
+    assert store.acquire_lock("poll", "a", ttl_s=60)  # renewal by the holder
+    store.release_lock("poll", "a")
+    assert store.acquire_lock("poll", "b", ttl_s=-1)  # taken, but already expired
+    assert store.acquire_lock("poll", "c", ttl_s=60)
+
+
+def test_alias_is_remembered(store, record):
+    rec = record("NCT03934567")
+    store.record_fetch(rec, requested_id="NCT00000001")
+    assert store.resolve_alias("NCT00000001") == "NCT03934567"
+    assert store.resolve_alias("NCT03934567") == "NCT03934567"

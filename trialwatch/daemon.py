@@ -1,0 +1,82 @@
+"""``trialwatch run``: the daemon. APScheduler fires the poll on the configured cron schedule.
+
+* one poll at a time (``max_instances=1``), missed runs coalesced into one;
+* the database poll lock keeps two daemons (or a daemon and a manual ``trialwatch poll``) on
+  the same database from polling at once: the one that finds it held logs that and waits for
+  the next run;
+* SIGTERM / SIGINT: the running poll stops at its next step boundary (every stored record is
+  its own transaction, so nothing half-written remains), the scheduler shuts down, exit 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import TYPE_CHECKING
+
+from .errors import LockHeld, TrialwatchError
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .store import Store
+
+log = logging.getLogger("trialwatch.daemon")
+
+
+class Daemon:
+    def __init__(self, store: "Store", config: "Config", *, client_factory=None) -> None:  # noqa: ANN001
+        self.store = store
+        self.config = config
+        self.client_factory = client_factory
+        self.stop = threading.Event()
+        self.polls = 0
+        self._scheduler = None
+
+    def poll_once(self) -> None:
+        """The scheduled job: one poll; errors are logged, never kill the daemon."""
+        from .poller import poll
+
+        if self.stop.is_set():
+            return
+        client = self.client_factory() if self.client_factory else None
+        try:
+            poll(self.store, self.config, client=client, stop=self.stop)
+        except LockHeld as e:
+            log.warning("skipping this run: %s", e.message)
+        except TrialwatchError as e:
+            log.error("poll failed: %s", e)
+        except Exception:  # noqa: BLE001 - a bug in one poll must not end months of watching
+            log.exception("poll failed unexpectedly; the next run will try again")
+        finally:
+            self.polls += 1
+            if client is not None:
+                client.close()
+
+    def run(self, *, poll_now: bool = False, install_signals: bool = True) -> int:
+        from apscheduler.schedulers.background import BackgroundScheduler
+        from apscheduler.triggers.cron import CronTrigger
+
+        trigger = CronTrigger.from_crontab(self.config.schedule, timezone=self.config.timezone)
+        sched = BackgroundScheduler(timezone=self.config.timezone)
+        sched.add_job(self.poll_once, trigger, id="poll", max_instances=1, coalesce=True,
+                      misfire_grace_time=6 * 3600)
+        if poll_now:
+            sched.add_job(self.poll_once, id="poll-now", max_instances=1)
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, self._on_signal)
+        self._scheduler = sched
+        sched.start()
+        job = sched.get_job("poll")
+        log.info("trialwatch daemon started: schedule %r (%s), next poll at %s",
+                 self.config.schedule, self.config.timezone, job.next_run_time)
+        self.stop.wait()
+        log.info("stopping: letting the current step finish")
+        sched.shutdown(wait=True)
+        log.info("stopped after %d poll(s)", self.polls)
+        return 0
+
+    def _on_signal(self, signum: int, _frame) -> None:  # noqa: ANN001
+        log.info("received %s", signal.Signals(signum).name)
+        self.stop.set()

@@ -1,0 +1,407 @@
+"""One poll cycle: ``/version`` → saved searches → batched fetches → store → events → mail.
+
+The cycle costs ClinicalTrials.gov as few requests as the data allows:
+
+* ``/version`` first: when its ``dataTimestamp`` equals the one of the last *complete* poll, the
+  registry has not refreshed since, and the poll stops after that one request (unless forced, or
+  a trial or search in the config was never fetched).
+* Known trials are fetched in ``filter.ids`` batches asking only for records updated since the
+  last complete poll's data date (a day of overlap; snapshots are deduplicated by content hash);
+  trials never fetched before are fetched in full. For N watched trials that is
+  ``1 + ceil(N/100)`` requests plus the pages of saved searches, never one request per trial.
+* A batch that fails after the client's retries ends the cycle: what was fetched completely is
+  stored, the poll is recorded as incomplete, and its ``dataTimestamp`` is not trusted next time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
+
+from .errors import CtgovError, TrialNotFound
+
+if TYPE_CHECKING:
+    from .config import Config, SearchConfig
+    from .ctgov import Client
+    from .store import Store
+
+log = logging.getLogger("trialwatch.poller")
+LOCK_NAME = "poll"
+
+
+@dataclass
+class PollReport:
+    """What ``trialwatch poll --json`` prints."""
+
+    requests: int = 0
+    bytes_received: int = 0
+    trials_checked: int = 0
+    trials_changed: int = 0
+    changes: int = 0
+    emails_sent: int = 0
+    emails_queued: int = 0
+    emails_failed: int = 0
+    skipped: bool = False
+    complete: bool = False
+    data_timestamp: str | None = None
+    events: int = 0
+    errors: list[str] = field(default_factory=list)
+    poll_id: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Stopped(Exception):
+    """Raised between steps when a stop was requested (SIGTERM): the cycle ends cleanly."""
+
+
+def last_complete_poll(store: "Store"):
+    from sqlalchemy import select
+
+    from .store import Poll
+
+    with store.session() as s:
+        return s.scalars(select(Poll).where(Poll.complete.is_(True))
+                         .order_by(Poll.id.desc()).limit(1)).first()
+
+
+def watched_ids(store: "Store", config: "Config") -> list[str]:
+    """Every record the poll follows: config trials, web subscribers' trials, linked records,
+    and the members of saved searches (aliases resolved to their current IDs)."""
+    from sqlalchemy import select
+
+    from .store import SearchMember, Subscriber, Subscription, Trial, TrialAlias
+
+    ids: list[str] = list(config.all_trials())
+    names = {s.name for s in config.searches}
+    with store.session() as s:
+        ids += s.scalars(select(Subscription.target).join(Subscriber)
+                         .where(Subscription.kind == "trial", Subscriber.state == "active"))
+        ids += s.scalars(select(Trial.nct_id).where(Trial.linked_from.is_not(None)))
+        ids += [m.nct_id for m in s.scalars(select(SearchMember).where(SearchMember.active.is_(True)))
+                if m.search in names]
+        aliases = {a.alias: a.nct_id for a in s.scalars(select(TrialAlias))}
+    out: list[str] = []
+    seen: set[str] = set()
+    for i in ids:
+        i = aliases.get(i, i)
+        if i not in seen:
+            seen.add(i)
+            out.append(i)
+    return out
+
+
+def poll(store: "Store", config: "Config", *, client: "Client | None" = None, force: bool = False,
+         send: bool = True, stop: threading.Event | None = None) -> PollReport:
+    """Run one cycle and return its report. Takes the database poll lock; raises LockHeld
+    when another poller holds it."""
+    import os
+    import socket
+
+    from .errors import LockHeld
+
+    holder = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+    if not store.acquire_lock(LOCK_NAME, holder, ttl_s=3600):
+        other = store.lock_holder(LOCK_NAME)
+        raise LockHeld(f"another poll holds the lock ({other.holder if other else 'unknown'}, "
+                       f"until {other.lease_until if other else '?'} UTC)")
+    try:
+        return _poll_locked(store, config, client=client, force=force, send=send,
+                            stop=stop or threading.Event(),
+                            renew=lambda: store.acquire_lock(LOCK_NAME, holder, ttl_s=3600))
+    finally:
+        store.release_lock(LOCK_NAME, holder)
+
+
+def _poll_locked(store, config, *, client, force, send, stop, renew) -> PollReport:  # noqa: ANN001
+    from .ctgov import Client
+    from .store import Poll, utcnow
+
+    own_client = client is None
+    client = client or Client.from_config(config.ctgov)
+    report = PollReport()
+    start_requests, start_bytes = client.stats.requests, client.stats.bytes_received
+    with store.session() as s, s.begin():
+        row = Poll(started_at=utcnow())
+        s.add(row)
+        s.flush()
+        report.poll_id = row.id
+    cycle = _Cycle(store, config, client, report, stop, renew)
+    try:
+        cycle.run(force=force)
+        report.complete = not report.errors
+    except Stopped:
+        report.errors.append("stopped by a signal before the poll finished")
+        log.warning("poll %s stopped before it finished; the rest is fetched next time", report.poll_id)
+    except CtgovError as e:
+        report.errors.append(e.message)
+        log.error("poll %s: %s; stored what was fetched completely, the rest is retried next time",
+                  report.poll_id, e.message)
+    finally:
+        report.requests = client.stats.requests - start_requests
+        report.bytes_received = client.stats.bytes_received - start_bytes
+        if own_client:
+            client.close()
+    if send and not stop.is_set():
+        _send(store, config, report)
+    with store.session() as s, s.begin():
+        row = s.get(Poll, report.poll_id)
+        row.finished_at = utcnow()
+        row.complete = report.complete
+        row.skipped = report.skipped
+        row.data_timestamp = report.data_timestamp
+        row.requests = report.requests
+        row.bytes_received = report.bytes_received
+        row.trials_checked = report.trials_checked
+        row.trials_changed = report.trials_changed
+        row.changes = report.changes
+        row.error = "; ".join(report.errors) or None
+    log.info("poll %s: %s%d requests, %d trials checked, %d changed (%d changes, %d events), "
+             "mail: %d sent, %d queued, %d failed%s", report.poll_id,
+             "skipped (data unchanged), " if report.skipped else "", report.requests,
+             report.trials_checked, report.trials_changed, report.changes, report.events,
+             report.emails_sent, report.emails_queued, report.emails_failed,
+             "" if report.complete else " — INCOMPLETE: " + "; ".join(report.errors))
+    return report
+
+
+def _send(store: "Store", config: "Config", report: PollReport) -> None:
+    from sqlalchemy import func, select
+
+    from .store import OutboxRow, Message
+
+    with store.session() as s:
+        pending = s.scalar(select(func.count()).select_from(OutboxRow).where(OutboxRow.message_id.is_(None)))
+        queued = s.scalar(select(func.count()).select_from(Message).where(Message.state == "queued"))
+    if not pending and not queued:
+        return
+    from .notify import send_pending
+
+    try:
+        res = send_pending(store, config, force=False)
+    except Exception as e:  # noqa: BLE001 - a mail problem must not lose the poll's record
+        report.errors.append(f"sending mail failed: {e}")
+        log.error("sending mail failed: %s; messages stay queued", e)
+        return
+    report.emails_sent = len(res.sent)
+    report.emails_queued = len(res.queued)
+    report.emails_failed = len(res.failed)
+
+
+class _Cycle:
+    def __init__(self, store, config, client, report, stop, renew) -> None:  # noqa: ANN001
+        self.store = store
+        self.config = config
+        self.client = client
+        self.report = report
+        self.stop = stop
+        self.renew = renew
+        self.done: set[str] = set()      # fetched (and stored) in this cycle
+        self.changed: set[str] = set()
+
+    def checkpoint(self) -> None:
+        if self.stop.is_set():
+            raise Stopped()
+        self.renew()
+
+    def run(self, *, force: bool) -> None:
+        version = self.client.version()
+        self.report.data_timestamp = version.data_timestamp
+        last = last_complete_poll(self.store)
+        watched = watched_ids(self.store, self.config)
+        fresh_ids = self._never_fetched(watched)
+        fresh_searches = self._never_run_searches()
+        unchanged_data = last is not None and last.data_timestamp == version.data_timestamp
+        if unchanged_data and not force and not fresh_ids and not fresh_searches:
+            self.report.skipped = True
+            return
+        since = None
+        if last is not None and last.data_timestamp and not force:
+            # The data date of the last complete poll, with a day of overlap.
+            since = dt.date.fromisoformat(last.data_timestamp[:10]) - dt.timedelta(days=1)
+        searches = self.config.searches if not (unchanged_data and not force) else [
+            s for s in self.config.searches if s.name in fresh_searches]
+        for search in searches:
+            self.checkpoint()
+            self._run_search(search)
+        known = [i for i in watched if i not in fresh_ids and i not in self.done]
+        if unchanged_data and not force:
+            known = []
+        self._fetch(fresh_ids, since=None)
+        self._fetch(known, since=since)
+        self._follow_links()
+
+    # -- what needs fetching ----------------------------------------------------------------
+    def _never_fetched(self, ids: list[str]) -> list[str]:
+        from sqlalchemy import select
+
+        from .store import Snapshot
+
+        with self.store.session() as s:
+            have = set(s.scalars(select(Snapshot.nct_id).where(Snapshot.nct_id.in_(ids)).distinct())) if ids else set()
+        return [i for i in ids if i not in have]
+
+    def _never_run_searches(self) -> set[str]:
+        from sqlalchemy import select
+
+        from .store import SearchMember
+
+        with self.store.session() as s:
+            ran = set(s.scalars(select(SearchMember.search).distinct()))
+        return {x.name for x in self.config.searches} - ran
+
+    # -- fetching ---------------------------------------------------------------------------
+    def _store(self, raw: dict, *, requested: str | None = None, linked_from: str | None = None) -> str:
+        from .record import nct_of
+
+        rec = self.store.record_fetch(raw, ignore=self.config.ignore, requested_id=requested,
+                                      linked_from=linked_from)
+        nct = nct_of(raw)
+        if nct not in self.done:
+            self.done.add(nct)
+            self.report.trials_checked += 1
+        if rec.changes and nct not in self.changed:
+            self.changed.add(nct)
+            self.report.trials_changed += 1
+        self.report.changes += len(rec.changes)
+        return nct
+
+    def _fetch(self, ids: list[str], *, since: dt.date | None) -> None:
+        """Batched fetch of ``ids``. Without ``since`` every id must come back; one that does
+        not is looked up alone, which tells an alias (301) from a removed record (404)."""
+        from .record import nct_of
+        from .store import utcnow
+
+        if not ids:
+            return
+        returned: set[str] = set()
+        batch = max(1, self.config.ctgov.batch_size)
+        for start in range(0, len(ids), batch):
+            self.checkpoint()
+            chunk = ids[start:start + batch]
+            for raw in self.client.studies(chunk, updated_since=since):
+                returned.add(self._store(raw))
+        if since is None:
+            for missing in [i for i in ids if i not in returned]:
+                self.checkpoint()
+                self._fetch_alone(missing)
+        else:
+            # Not updated since the last complete poll: checked, unchanged.
+            unchanged = [i for i in ids if i not in returned]
+            self.store.mark_checked(unchanged, at=utcnow())
+            self.report.trials_checked += len(unchanged)
+            self.done.update(unchanged)
+
+    def _fetch_alone(self, nct: str) -> None:
+        from .check import mark_gone
+
+        try:
+            got = self.client.study(nct)
+        except TrialNotFound:
+            if mark_gone(self.store, nct):
+                self.report.events += 1
+            log.warning("%s: ClinicalTrials.gov answers 404 (not found)", nct)
+            return
+        if got.nct_id != nct:
+            log.info("%s is now %s on ClinicalTrials.gov; following the new ID", nct, got.nct_id)
+        self._store(got.record, requested=nct)
+
+    def _follow_links(self) -> None:
+        """Expanded-access records named by a fetched trial are followed as related records."""
+        from sqlalchemy import select
+
+        from .record import get
+        from .store import Trial
+
+        links: dict[str, str] = {}
+        for nct in sorted(self.done):
+            raw = self.store.latest_record(nct)
+            ea = get(raw, "protocolSection.statusModule.expandedAccessInfo.nctId")
+            if ea:
+                try:
+                    from .record import normalize_nct
+
+                    ea = normalize_nct(ea)
+                except Exception:  # noqa: BLE001 - a malformed link is not worth a failed poll
+                    continue
+                if ea not in self.done:
+                    links[ea] = nct
+        if not links:
+            return
+        with self.store.session() as s:
+            known = set(s.scalars(select(Trial.nct_id).where(Trial.nct_id.in_(list(links)))))
+        new = [i for i in links if i not in known]
+        for i in new:
+            self.checkpoint()
+            try:
+                got = self.client.study(i)
+            except TrialNotFound:
+                log.warning("%s links expanded-access record %s, which is not found", links[i], i)
+                continue
+            self._store(got.record, requested=i, linked_from=f"expanded_access:{links[i]}")
+        # Known linked records are in watched_ids() from now on and fetched in batches.
+
+    # -- saved searches ---------------------------------------------------------------------
+    def _run_search(self, search: "SearchConfig") -> None:
+        from sqlalchemy import select
+
+        from .diff import Change
+        from .record import words
+        from .store import SearchMember, Trial, utcnow
+
+        result = self.client.search(search.query_params(), max_results=search.max_results)
+        if result.capped:
+            log.warning("search %r matched more than max_results=%d; only the first are followed",
+                        search.name, search.max_results)
+        ids: list[str] = []
+        for raw in result.records:
+            ids.append(self._store(raw))
+        with self.store.session() as s:
+            members = {m.nct_id: m.active for m in s.scalars(
+                select(SearchMember).where(SearchMember.search == search.name))}
+        baseline = not members  # first run: record membership silently, like a first snapshot
+        joined = [i for i in ids if not members.get(i)]
+        # A capped result set cannot tell who left.
+        left = [] if result.capped else [i for i, active in members.items() if active and i not in ids]
+        # Fetch the leavers now, so the event can say why (their status changed, or gone).
+        self._fetch([i for i in left if i not in self.done], since=None)
+        now = utcnow()
+        with self.store.session() as s, s.begin():
+            rows = {m.nct_id: m for m in s.scalars(select(SearchMember).where(SearchMember.search == search.name))}
+            for i in ids:
+                m = rows.get(i)
+                if m is None:
+                    s.add(SearchMember(search=search.name, nct_id=i, first_seen=now, last_seen=now, active=True))
+                else:
+                    m.active, m.last_seen = True, now
+            for i in left:
+                rows[i].active = False
+            statuses = {t.nct_id: (t.overall_status, t.gone_at) for t in s.scalars(
+                select(Trial).where(Trial.nct_id.in_(left)))} if left else {}
+            if baseline:
+                return
+            # Events in the same transaction as the membership they describe: none is lost
+            # or written twice if the process dies here.
+            for i in joined:
+                self.report.events += 1
+                self.store.add_events(i, [Change(
+                    field="search_match", label=f"Now matches saved search “{search.name}”",
+                    old=None, new=search.name, severity="important")], search=search.name,
+                    at=now, session=s)
+            for i in left:
+                status, gone = statuses.get(i, (None, None))
+                if gone:
+                    why = "the record is no longer on ClinicalTrials.gov"
+                elif search.status and status and status not in search.status:
+                    why = f"its status is now {words(status)}"
+                else:
+                    why = "it no longer appears in the search's results"
+                self.report.events += 1
+                self.store.add_events(i, [Change(
+                    field="search_unmatch", label=f"No longer matches saved search “{search.name}”",
+                    old=search.name, new=None, severity="important", detail=why)],
+                    search=search.name, at=now, session=s)
