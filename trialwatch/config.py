@@ -53,7 +53,7 @@ NctList = Annotated[list[NctId], AfterValidator(_dedupe)]
 
 class CtgovConfig(_Strict):
     base_url: str = "https://clinicaltrials.gov/api/v2"
-    requests_per_minute: float = Field(50, gt=0, le=6000)
+    requests_per_minute: float = Field(50, gt=0, le=100000)
     timeout_s: float = Field(30, gt=0, le=600)
     max_retries: int = Field(5, ge=0, le=20)
     # filter.ids chunk size: keeps URLs well under common 8 KiB limits (100 ids ~ 1.2 KiB).

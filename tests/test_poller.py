@@ -1,0 +1,265 @@
+"""`trialwatch poll`: cheap, complete-or-honest poll cycles against a local stand-in of the API."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from trialwatch import ctgov, poller, store as st
+from trialwatch.cli import main
+from trialwatch.config import loads
+from trialwatch.errors import LockHeld
+
+from corpus import change_status, clones, set_updated
+from standin import StandIn
+
+DAY1 = "2026-11-24T09:00:05"
+DAY2 = "2026-11-25T09:00:05"
+
+
+@pytest.fixture(autouse=True)
+def _fast_backoff(monkeypatch):
+    monkeypatch.setattr(ctgov, "BACKOFF_BASE_S", 0.01)
+
+
+def make_config(api, db_url, trials, extra=""):
+    return loads(f"database: {db_url}\nctgov:\n  base_url: {api.base_url}\n  requests_per_minute: 60000\n"
+                 f"  max_retries: 2\n  timeout_s: 5\ntrials: [{', '.join(trials)}]\n{extra}")
+
+
+def client_for(config, **kw):
+    return ctgov.Client.from_config(config.ctgov, **kw)
+
+
+def count(store, model):
+    with store.session() as s:
+        return s.scalar(select(func.count()).select_from(model))
+
+
+def test_requests_stay_within_the_budget(store, db_url):
+    n, c = 250, 20
+    records = clones(n)
+    with StandIn(records, data_timestamp=DAY1) as api:
+        config = make_config(api, db_url, [r["protocolSection"]["identificationModule"]["nctId"] for r in records])
+        first = poller.poll(store, config, send=False)
+        assert first.complete and first.trials_checked == n
+        assert first.requests == 1 + math.ceil(n / 100)
+        assert count(store, st.Snapshot) == n
+
+        # Same dataTimestamp: one request, nothing else.
+        again = poller.poll(store, config, send=False)
+        assert again.skipped and again.requests == 1 and count(store, st.Snapshot) == n
+
+        # The registry refreshed; C trials changed.
+        api.set_data_timestamp(DAY2)
+        for r in records[:c]:
+            api.put(change_status(r, "ENROLLING_BY_INVITATION", updated="2026-11-25"))
+        api.reset_requests()
+        report = poller.poll(store, config, send=False)
+        assert report.complete and not report.skipped
+        assert report.trials_changed == c and report.changes >= c
+        assert report.trials_checked == n
+        assert report.requests <= 1 + math.ceil(n / 100) + math.ceil(c / 100)
+        assert count(store, st.Snapshot) == n + c
+        # Only records updated since the last complete poll's data date were asked for.
+        advanced = [q.get("filter.advanced") for _, path, q in api.requests if path.endswith("/studies")]
+        assert advanced and all(a == "AREA[LastUpdatePostDate]RANGE[2026-11-23,MAX]" for a in advanced)
+
+
+def test_forced_poll_fetches_everything_and_stores_nothing_new(store, db_url):
+    records = clones(30)
+    with StandIn(records, data_timestamp=DAY1) as api:
+        config = make_config(api, db_url, [r["protocolSection"]["identificationModule"]["nctId"] for r in records])
+        poller.poll(store, config, send=False)
+        report = poller.poll(store, config, send=False, force=True)
+        assert not report.skipped and report.trials_checked == 30 and report.trials_changed == 0
+        assert count(store, st.Snapshot) == 30 and count(store, st.ChangeRow) == 0
+
+
+def test_a_trial_added_to_the_config_is_fetched_even_when_data_is_unchanged(store, db_url):
+    records = clones(3)
+    ids = [r["protocolSection"]["identificationModule"]["nctId"] for r in records]
+    with StandIn(records, data_timestamp=DAY1) as api:
+        poller.poll(store, make_config(api, db_url, ids[:2]), send=False)
+        report = poller.poll(store, make_config(api, db_url, ids), send=False)
+        assert report.trials_checked == 1 and count(store, st.Snapshot) == 3
+
+
+class FailFrom(httpx.BaseTransport):
+    """Answers 503 from the k-th request on: a poll that fails part-way."""
+
+    def __init__(self, k: int) -> None:
+        self.inner, self.k, self.n = httpx.HTTPTransport(), k, 0
+
+    def handle_request(self, request):
+        self.n += 1
+        if self.n >= self.k:
+            return httpx.Response(503, text="Service Unavailable")
+        return self.inner.handle_request(request)
+
+
+def test_a_poll_that_fails_part_way_keeps_what_it_fetched_and_retries_the_rest(store, db_url):
+    records = clones(250)
+    ids = [r["protocolSection"]["identificationModule"]["nctId"] for r in records]
+    with StandIn(records, data_timestamp=DAY1) as api:
+        config = make_config(api, db_url, ids)
+        # request 1 = /version, 2 and 3 = the first two batches; the third batch fails for good.
+        report = poller.poll(store, config, send=False, client=client_for(config, transport=FailFrom(4)))
+        assert not report.complete and report.errors
+        assert count(store, st.Snapshot) == 200 and count(store, st.ChangeRow) == 0
+        assert poller.last_complete_poll(store) is None
+        # Same dataTimestamp, but the last poll was not complete: no skip, the rest is fetched.
+        report = poller.poll(store, config, send=False)
+        assert report.complete and not report.skipped
+        assert count(store, st.Snapshot) == 250 and count(store, st.ChangeRow) == 0
+
+
+def test_poll_cli_json_and_exit_code_when_incomplete(db_url, tmp_path, capsys):
+    records = clones(5)
+    ids = [r["protocolSection"]["identificationModule"]["nctId"] for r in records]
+    with StandIn(records, data_timestamp=DAY1) as api:
+        cfg = tmp_path / "config.yaml"
+        cfg.write_text(f"database: {db_url}\nctgov:\n  base_url: {api.base_url}\n  requests_per_minute: 60000\n"
+                       f"  max_retries: 1\ntrials: [{', '.join(ids)}]\n")
+        assert main(["--config", str(cfg), "poll", "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert {"requests", "trials_checked", "trials_changed", "changes", "emails_sent",
+                "emails_queued", "skipped"} <= out.keys()
+        assert out["trials_checked"] == 5 and out["skipped"] is False and out["requests"] == 2
+        assert main(["--config", str(cfg), "poll", "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["skipped"] is True and out["requests"] == 1
+        api.set_data_timestamp(DAY2)
+        api.fail_next("500", times=50)
+        assert main(["--config", str(cfg), "poll", "--json"]) == 4
+        captured = capsys.readouterr()
+        assert json.loads(captured.out)["skipped"] is False and "did not finish" in captured.err
+
+
+def test_saved_search_membership_events(store, db_url):
+    records = clones(6)
+    for r in records:
+        r["protocolSection"].setdefault("conditionsModule", {})["conditions"] = ["Amyotrophic Lateral Sclerosis"]
+    ids = [r["protocolSection"]["identificationModule"]["nctId"] for r in records]
+    for r in records[:4]:
+        r["protocolSection"]["statusModule"]["overallStatus"] = "RECRUITING"
+    for r in records[4:]:
+        r["protocolSection"]["statusModule"]["overallStatus"] = "COMPLETED"
+    search = ("searches:\n  - name: als\n    condition: amyotrophic lateral sclerosis\n"
+              "    status: [RECRUITING, NOT_YET_RECRUITING]\n")
+    with StandIn(records, data_timestamp=DAY1) as api:
+        config = make_config(api, db_url, [], search)
+        first = poller.poll(store, config, send=False)
+        assert first.complete and first.trials_checked == 4 and first.events == 0  # baseline is silent
+        api.set_data_timestamp(DAY2)
+        api.put(change_status(records[4], "RECRUITING", updated="2026-11-25"))   # joins
+        api.put(change_status(records[0], "SUSPENDED", updated="2026-11-25"))    # leaves: status
+        api.remove(ids[1])                                                        # leaves: gone
+        report = poller.poll(store, config, send=False)
+        assert report.complete
+        with store.session() as s:
+            events = {(c.nct_id, c.field): c for c in s.scalars(
+                select(st.ChangeRow).where(st.ChangeRow.field.like("search_%")))}
+        assert set(events) == {(ids[4], "search_match"), (ids[0], "search_unmatch"), (ids[1], "search_unmatch")}
+        assert events[(ids[0], "search_unmatch")].detail == "its status is now Suspended"
+        assert "no longer on ClinicalTrials.gov" in events[(ids[1], "search_unmatch")].detail
+        # Members that left are no longer followed; the new one is.
+        assert set(poller.watched_ids(store, config)) == {ids[2], ids[3], ids[4]}
+
+
+def test_search_over_max_results_is_capped_with_a_warning(store, db_url, caplog):
+    records = clones(12)
+    for r in records:
+        r["protocolSection"].setdefault("conditionsModule", {})["conditions"] = ["ALS"]
+    with StandIn(records, data_timestamp=DAY1) as api:
+        config = make_config(api, db_url, [], "searches:\n  - name: als\n    condition: ALS\n    max_results: 5\n")
+        report = poller.poll(store, config, send=False)
+        assert report.trials_checked == 5
+        assert "max_results=5" in caplog.text
+
+
+def test_expanded_access_record_is_followed(store, db_url, record):
+    with StandIn([record("NCT03268603"), record("NCT03268603_EA")], data_timestamp=DAY1) as api:
+        config = make_config(api, db_url, ["NCT03268603"])
+        report = poller.poll(store, config, send=False)
+        assert report.complete and report.trials_checked == 2
+        ea = store.trial("NCT99268603")
+        assert ea is not None and ea.linked_from == "expanded_access:NCT03268603"
+        assert "NCT99268603" in poller.watched_ids(store, config)
+
+
+def test_alias_merges_into_the_new_id(store, db_url):
+    (rec,) = clones(1)
+    new_id = rec["protocolSection"]["identificationModule"]["nctId"]
+    with StandIn([rec], data_timestamp=DAY1) as api:
+        api.alias("NCT00000042", new_id)
+        config = make_config(api, db_url, ["NCT00000042"])
+        report = poller.poll(store, config, send=False)
+        assert report.complete and store.trial(new_id) is not None
+        assert store.resolve_alias("NCT00000042") == new_id
+        assert poller.watched_ids(store, config) == [new_id]
+        api.set_data_timestamp(DAY2)
+        assert poller.poll(store, config, send=False, force=True).complete
+        assert count(store, st.Snapshot) == 1
+
+
+def test_a_record_that_disappears_is_an_event_not_a_crash(store, db_url):
+    records = clones(3)
+    ids = [r["protocolSection"]["identificationModule"]["nctId"] for r in records]
+    with StandIn(records, data_timestamp=DAY1) as api:
+        config = make_config(api, db_url, ids)
+        poller.poll(store, config, send=False)
+        api.remove(ids[0])
+        api.set_data_timestamp(DAY2)
+        report = poller.poll(store, config, send=False, force=True)
+        assert report.complete and report.events == 1
+        assert store.trial(ids[0]).gone_at is not None
+        again = poller.poll(store, config, send=False, force=True)
+        assert again.events == 0  # said once
+
+
+def test_rerunning_a_poll_creates_no_duplicates(store, db_url):
+    records = clones(10)
+    ids = [r["protocolSection"]["identificationModule"]["nctId"] for r in records]
+    with StandIn(records, data_timestamp=DAY1) as api:
+        config = make_config(api, db_url, ids)
+        poller.poll(store, config, send=False)
+        api.put(change_status(records[0], "ENROLLING_BY_INVITATION", updated="2026-11-25"))
+        api.set_data_timestamp(DAY2)
+        for _ in range(3):
+            poller.poll(store, config, send=False, force=True)
+        assert count(store, st.Snapshot) == 11 and count(store, st.ChangeRow) == 1
+
+
+def test_two_pollers_at_once_produce_no_duplicates(db_url):
+    records = clones(120)
+    ids = [r["protocolSection"]["identificationModule"]["nctId"] for r in records]
+    stores = [st.open_store(db_url), st.open_store(db_url)]
+    with StandIn(records, data_timestamp=DAY1) as api:
+        config = make_config(api, db_url, ids)
+        barrier = threading.Barrier(2)
+        outcomes = []
+
+        def run(s):
+            barrier.wait()
+            try:
+                outcomes.append(poller.poll(s, config, send=False))
+            except LockHeld as e:
+                outcomes.append(e)
+
+        threads = [threading.Thread(target=run, args=(s,)) for s in stores]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(outcomes) == 2
+        assert count(stores[0], st.Snapshot) == 120 and count(stores[0], st.ChangeRow) == 0
+        # Either the second found the lock held, or it ran after the first and had nothing to do.
+        assert all(isinstance(o, LockHeld) or o.complete for o in outcomes)
+    for s in stores:
+        s.close()
