@@ -134,7 +134,7 @@ def test_endless_500_exits_4_and_stores_nothing(run, api, record):
     code, out, err = run("check", NCT)
     assert code == 4 and "500" in err and out == ""
     assert snapshot_count(run) == 1
-    api._faults.clear()
+    api.clear_faults()
     (obj,) = check_json(run)  # recovered: the real change, once, and no false one
     assert [c["field"] for c in obj["changes"]] == ["overall_status"]
 
@@ -143,7 +143,7 @@ def test_truncated_body_every_time_exits_4_and_stores_nothing(run, api):
     api.fail_next("truncate", times=50)
     code, _, err = run("check", NCT)
     assert code == 4
-    api._faults.clear()
+    api.clear_faults()
     assert snapshot_count(run) == 0
 
 

@@ -11,6 +11,8 @@ from sqlalchemy import func, select
 from trialwatch import store as st
 from trialwatch.errors import StoreError
 
+from conftest import RECORDS
+
 
 def counts(store) -> dict[str, int]:
     tables = (st.Trial, st.Blob, st.Snapshot, st.ChangeRow, st.OutboxRow, st.Message)
@@ -73,15 +75,41 @@ def test_garbage_is_never_stored(store):
 
 
 def test_identical_content_is_stored_once_across_versions(store, record):
-    """A status flip and flip back reuses the first blob."""
+    """A status flip stores a manifest and the one changed module; flipping back stores nothing new."""
     rec = record("NCT03934567")
     store.record_fetch(rec)
+    first = counts(store)["blobs"]
     rec["protocolSection"]["statusModule"]["overallStatus"] = "SUSPENDED"
     store.record_fetch(rec)
+    assert counts(store)["blobs"] == first + 2
     rec["protocolSection"]["statusModule"]["overallStatus"] = "ACTIVE_NOT_RECRUITING"
     store.record_fetch(rec)
     c = counts(store)
-    assert c["snapshots"] == 3 and c["blobs"] == 2
+    assert c["snapshots"] == 3 and c["blobs"] == first + 2
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in RECORDS.glob("*.json")))
+def test_a_stored_version_reads_back_as_its_canonical_record(store, record, name):
+    from trialwatch import record as rec
+
+    raw = record(name)
+    store.record_fetch(raw)
+    assert store.latest_record(rec.nct_of(raw)) == rec.canonical(raw)
+
+
+def test_a_site_status_change_in_a_1148_site_trial_stores_a_few_kilobytes(store, record):
+    raw = record("NCT04267848")
+    store.record_fetch(raw)
+    before = store.storage_bytes()
+    site = raw["protocolSection"]["contactsLocationsModule"]["locations"][500]
+    site["status"] = "SUSPENDED" if site.get("status") != "SUSPENDED" else "RECRUITING"
+    res = store.record_fetch(raw)
+    assert [c.field for c in res.changes] == ["site_status"]
+    after = store.storage_bytes()
+    assert after["blobs"] - before["blobs"] <= 3
+    assert after["compressed_bytes"] - before["compressed_bytes"] < 10_000
+    assert store.latest_record("NCT04267848")["protocolSection"]["contactsLocationsModule"]["locations"] \
+        == __import__("trialwatch.record", fromlist=["canonical"]).canonical(raw)["protocolSection"]["contactsLocationsModule"]["locations"]
 
 
 def test_largest_record_is_stored_compressed(store, record):

@@ -1,0 +1,380 @@
+"""The ClinicalTrials.gov API v2 client: throttled, bounded retries, and no garbage let through.
+
+Every request goes through ``Client._get_json``: one throttle slot per HTTP attempt (redirect
+hops included), retries with exponential backoff and jitter on what looks transient (429, 5xx,
+timeouts, dropped connections, a 200 that is HTML or cut-off JSON), and a typed error from
+``trialwatch.errors`` once the retries are spent. A body is returned to the caller only after
+it parsed as JSON and had the shape asked for; nothing here touches the database.
+
+The ``httpx`` transport, the sleep function, the clock and the jitter source are injected so
+tests run without network or real waiting.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from . import __version__
+from .errors import CtgovBadResponse, CtgovUnavailable, InvalidNctId, TrialNotFound
+from .record import is_study, nct_of, normalize_nct
+
+if TYPE_CHECKING:
+    from .config import CtgovConfig
+
+log = logging.getLogger("trialwatch.ctgov")
+
+DEFAULT_BASE_URL = "https://clinicaltrials.gov/api/v2"
+MAX_PAGE_SIZE = 1000  # the API coerces larger values to 1000
+MAX_RETRY_AFTER_S = 300.0  # a Retry-After beyond this is capped, never obeyed blindly
+BACKOFF_BASE_S = 1.0
+BACKOFF_MAX_S = 60.0
+MAX_REDIRECTS = 5
+_EXCERPT = 200
+
+
+@dataclass
+class Fetched:
+    nct_id: str  # canonical id, read from the body
+    requested_id: str  # the normalised id that was asked for
+    record: dict
+    redirected: bool  # requested_id is an alias of nct_id
+
+
+@dataclass
+class Version:
+    api_version: str
+    data_timestamp: str  # UTC "yyyy-MM-ddTHH:mm:ss"; moves when the registry refreshes its data
+
+
+@dataclass
+class SearchResult:
+    records: list[dict]
+    total_seen: int  # studies received, including any beyond the cap on the last page
+    capped: bool  # more studies matched than max_results; records holds the first max_results
+    total_count: int | None = None  # the API's countTotal figure, when it gave one
+
+
+@dataclass
+class Stats:
+    requests: int = 0  # every HTTP attempt, retries and redirect hops included
+    bytes_received: int = 0
+    retries: int = 0
+
+
+class _Retry(Exception):
+    """One attempt failed in a way worth retrying."""
+
+    def __init__(self, what: str, *, garbage: bool = False, retry_after: float | None = None):
+        super().__init__(what)
+        self.what = what
+        self.garbage = garbage  # True: a 200 with a body we cannot read (-> CtgovBadResponse)
+        self.retry_after = retry_after
+
+
+def default_user_agent() -> str:
+    # Names the real TLS client: the CT.gov edge may refuse a UA that pretends to be another one.
+    return f"trialwatch/{__version__} (+https://github.com/trialwatch/trialwatch) python-httpx/{httpx.__version__}"
+
+
+def _excerpt(body: bytes | str) -> str:
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    text = " ".join(text.split())
+    return text if len(text) <= _EXCERPT else text[:_EXCERPT] + "…"
+
+
+def parse_retry_after(value: str | None, *, date_header: str | None = None,
+                      now: Callable[[], float] = time.time) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date), capped; None if
+    absent or unreadable. An HTTP date is measured against the response's own Date header when
+    there is one, so clock skew between us and the server does not matter."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        ref = None
+        if date_header:
+            try:
+                ref = email.utils.parsedate_to_datetime(date_header).timestamp()
+            except (TypeError, ValueError, IndexError):
+                ref = None
+        seconds = when.timestamp() - (ref if ref is not None else now())
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
+class Client:
+    """A synchronous client of the ClinicalTrials.gov API v2."""
+
+    def __init__(self, base_url: str = DEFAULT_BASE_URL, *, requests_per_minute: float = 50,
+                 timeout_s: float = 30, max_retries: int = 5, batch_size: int = 100,
+                 transport: httpx.BaseTransport | None = None,
+                 sleep: Callable[[float], Any] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic,
+                 user_agent: str | None = None,
+                 jitter: Callable[[], float] = random.random) -> None:
+        if requests_per_minute <= 0:
+            raise ValueError("requests_per_minute must be > 0")
+        if max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
+        if not 1 <= batch_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"batch_size must be between 1 and {MAX_PAGE_SIZE}")
+        self.base_url = base_url.rstrip("/")
+        self.min_interval_s = 60.0 / requests_per_minute
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.batch_size = batch_size
+        self.stats = Stats()
+        self._sleep = sleep
+        self._clock = clock
+        self._jitter = jitter
+        self._next_start: float | None = None
+        # Redirects are followed by hand so each hop is throttled and counted.
+        self._http = httpx.Client(
+            base_url=self.base_url + "/", transport=transport, timeout=timeout_s,
+            follow_redirects=False,
+            headers={"User-Agent": user_agent or default_user_agent(), "Accept": "application/json"},
+        )
+
+    @classmethod
+    def from_config(cls, cfg: "CtgovConfig", **kw: Any) -> "Client":
+        return cls(cfg.base_url, requests_per_minute=cfg.requests_per_minute, timeout_s=cfg.timeout_s,
+                   max_retries=cfg.max_retries, batch_size=cfg.batch_size, **kw)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- public calls ---------------------------------------------------------------------------
+
+    def study(self, nct_id: str) -> Fetched:
+        """GET /studies/{id}. 404 -> TrialNotFound; an alias is followed to its canonical record."""
+        requested = normalize_nct(nct_id)
+        data, redirected = self._get_json(f"studies/{requested}", {}, not_found=requested)
+        if not is_study(data):
+            raise CtgovBadResponse(f"GET /studies/{requested} answered JSON that is not a study record: "
+                                   f"{_excerpt(json.dumps(data))}")
+        canonical = nct_of(data)
+        if canonical != requested and not redirected and requested not in _aliases(data):
+            # Neither a redirect nor a listed alias: the registry answered for another trial.
+            raise CtgovBadResponse(f"asked ClinicalTrials.gov for {requested} and got {canonical} instead")
+        return Fetched(nct_id=canonical, requested_id=requested, record=data,
+                       redirected=canonical != requested)
+
+    def studies(self, ids: Iterable[str], *, updated_since: dt.date | None = None,
+                fields: Iterable[str] | None = None) -> Iterator[dict]:
+        """Studies for ``ids`` in ``filter.ids`` batches of ``batch_size`` (aliases match too,
+        the canonical record comes back); ids the registry does not know are simply absent.
+        With ``updated_since``, only studies whose LastUpdatePostDate is on or after it."""
+        wanted = list(dict.fromkeys(normalize_nct(i) for i in ids))  # all checked before any request
+        extra: dict[str, str] = {}
+        if updated_since is not None:
+            if not isinstance(updated_since, dt.date):
+                raise TypeError("updated_since must be a datetime.date")
+            extra["filter.advanced"] = f"AREA[LastUpdatePostDate]RANGE[{updated_since.strftime('%Y-%m-%d')},MAX]"
+        if fields:
+            extra["fields"] = ",".join(fields)
+        return self._batches(wanted, extra)  # not a generator itself: bad input raises at the call
+
+    def _batches(self, wanted: list[str], extra: dict[str, str]) -> Iterator[dict]:
+        for start in range(0, len(wanted), self.batch_size):
+            chunk = wanted[start:start + self.batch_size]
+            params = {"filter.ids": ",".join(chunk), **extra, "pageSize": str(len(chunk))}
+            for page in self._pages(params):
+                yield from page["studies"]
+
+    def search(self, params: dict[str, str], *, max_results: int) -> SearchResult:
+        """GET /studies with the given query/filter parameters, paging until done or until
+        ``max_results`` studies were collected (then ``capped`` and a warning)."""
+        if max_results < 1:
+            raise ValueError("max_results must be >= 1")
+        base = {k: str(v) for k, v in params.items() if k not in ("pageSize", "pageToken", "countTotal")}
+        base["pageSize"] = str(min(MAX_PAGE_SIZE, max_results))
+        base["countTotal"] = "true"  # answered on the first page only; makes the cap warning exact
+        records: list[dict] = []
+        seen = 0
+        total: int | None = None
+        more = False
+        for page in self._pages(base):
+            if total is None and isinstance(page.get("totalCount"), int):
+                total = page["totalCount"]
+            seen += len(page["studies"])
+            room = max_results - len(records)
+            records.extend(page["studies"][:room])
+            if len(records) >= max_results:
+                more = len(page["studies"]) > room or bool(page.get("nextPageToken"))
+                break
+        capped = more if total is None else (more and total > max_results)
+        if capped:
+            log.warning("search %s matched %s studies; keeping the first %d (max_results)",
+                        _describe_params(params), total if total is not None else "more than max_results",
+                        max_results)
+        return SearchResult(records=records, total_seen=seen, capped=capped, total_count=total)
+
+    def version(self) -> Version:
+        """GET /version: the API version and the timestamp of the registry's last data refresh."""
+        data, _ = self._get_json("version", {})
+        api, ts = (data.get("apiVersion"), data.get("dataTimestamp")) if isinstance(data, dict) else (None, None)
+        if not isinstance(api, str) or not isinstance(ts, str):
+            raise CtgovBadResponse(f"GET /version answered an unexpected body: {_excerpt(json.dumps(data))}")
+        return Version(api_version=api, data_timestamp=ts)
+
+    # -- paging ---------------------------------------------------------------------------------
+
+    def _pages(self, params: dict[str, str]) -> Iterator[dict]:
+        """Each page of a /studies listing, checked whole before it is handed out. Later pages
+        repeat the same parameters plus pageToken, as the API requires."""
+        token: str | None = None
+        seen_tokens: set[str] = set()
+        while True:
+            query = dict(params, pageToken=token) if token else params
+            page, _ = self._get_json("studies", query)
+            _check_page(page)
+            yield page
+            token = page.get("nextPageToken")
+            if not token:
+                return
+            if token in seen_tokens:  # a server loop would otherwise page forever
+                raise CtgovBadResponse(f"GET /studies returned the page token {token!r} twice")
+            seen_tokens.add(token)
+
+    # -- one request, retried -----------------------------------------------------------------
+
+    def _get_json(self, path: str, params: dict[str, str], *,
+                  not_found: str | None = None) -> tuple[Any, bool]:
+        """GET ``path`` until it yields parsed JSON, or raise. Returns (data, redirected)."""
+        attempts = self.max_retries + 1
+        shown = "/" + path
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._attempt(path, params, not_found)
+            except _Retry as r:
+                if attempt == attempts:
+                    cls = CtgovBadResponse if r.garbage else CtgovUnavailable
+                    raise cls(f"ClinicalTrials.gov GET {shown} failed {attempts} time(s); last: {r.what}") from None
+                wait = r.retry_after if r.retry_after is not None else self._backoff(attempt)
+                log.warning("GET %s failed: %s; retrying in %.1f s (attempt %d/%d)",
+                            shown, r.what, wait, attempt + 1, attempts)
+                self.stats.retries += 1
+                self._sleep(wait)
+        raise AssertionError("unreachable")
+
+    def _backoff(self, attempt: int) -> float:
+        # Exponential with jitter in [0.5, 1] of the step, so parallel pollers do not stampede.
+        step = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (attempt - 1))
+        return step * (0.5 + 0.5 * self._jitter())
+
+    def _attempt(self, path: str, params: dict[str, str], not_found: str | None) -> tuple[Any, bool]:
+        url: str | httpx.URL = path
+        query: dict[str, str] | None = params
+        redirected = False
+        for _hop in range(MAX_REDIRECTS + 1):
+            resp = self._send(url, query)
+            if resp.status_code in (301, 302, 303, 307, 308):
+                location = resp.headers.get("Location")
+                if not location:
+                    raise CtgovBadResponse(f"GET /{path}: HTTP {resp.status_code} without a Location header")
+                url, query, redirected = resp.url.join(location), None, True
+                continue
+            return self._read(resp, path, not_found), redirected
+        raise CtgovBadResponse(f"GET /{path}: more than {MAX_REDIRECTS} redirects")
+
+    def _send(self, url: str | httpx.URL, params: dict[str, str] | None) -> httpx.Response:
+        self._throttle()
+        self.stats.requests += 1
+        try:
+            resp = self._http.get(url, params=params)
+        except httpx.TimeoutException as e:
+            raise _Retry(f"timed out after {self.timeout_s:g} s ({type(e).__name__})") from None
+        except httpx.TransportError as e:  # refused, reset, dropped without a response, ...
+            raise _Retry(f"connection error: {type(e).__name__}: {e}") from None
+        self.stats.bytes_received += len(resp.content)
+        return resp
+
+    def _throttle(self) -> None:
+        # A minimum interval between request starts: the simplest limit that is never exceeded.
+        now = self._clock()
+        if self._next_start is not None and now < self._next_start:
+            self._sleep(self._next_start - now)
+            now = self._next_start
+        self._next_start = now + self.min_interval_s
+
+    def _read(self, resp: httpx.Response, path: str, not_found: str | None) -> Any:
+        status = resp.status_code
+        body = resp.content
+        if status == 200:
+            ctype = resp.headers.get("Content-Type", "")
+            if "html" in ctype.lower():
+                raise _Retry(f"HTTP 200 with an HTML page instead of JSON: {_excerpt(body)}", garbage=True)
+            try:
+                return json.loads(body)
+            except ValueError as e:
+                raise _Retry(f"HTTP 200 with a body that is not JSON ({e}; {len(body)} bytes): "
+                             f"{_excerpt(body)}", garbage=True) from None
+        if status == 429 or status >= 500 or status == 408:
+            retry_after = parse_retry_after(resp.headers.get("Retry-After"), date_header=resp.headers.get("Date"))
+            raise _Retry(f"HTTP {status}: {_excerpt(body) or resp.reason_phrase}", retry_after=retry_after)
+        text = _excerpt(body)
+        if status == 404 and not_found:
+            raise TrialNotFound(f"ClinicalTrials.gov has no trial {not_found} (HTTP 404)"
+                                + (f": {text}" if text else ""))
+        if status == 400:
+            raise CtgovBadResponse(f"ClinicalTrials.gov refused GET /{path} (HTTP 400): {text or 'no message'}",
+                                   hint="The request parameters were refused; check the search terms and "
+                                        "filters in config.yaml (e.g. phase is filter.advanced, not filter.phase).")
+        if status == 403:
+            raise CtgovUnavailable(f"ClinicalTrials.gov refused access to GET /{path} (HTTP 403): {text}",
+                                   hint="The CT.gov edge blocks some clients; do not set a User-Agent that "
+                                        "imitates another HTTP client, and check proxies in between.")
+        raise CtgovBadResponse(f"ClinicalTrials.gov GET /{path}: unexpected HTTP {status}: {text}")
+
+
+def _check_page(page: Any) -> None:
+    """A /studies page is ``{"studies": [study, ...], ...}``; anything else is refused whole."""
+    if not isinstance(page, dict) or not isinstance(page.get("studies"), list):
+        raise CtgovBadResponse(f"GET /studies answered JSON without a 'studies' list: {_excerpt(json.dumps(page))}")
+    for i, s in enumerate(page["studies"]):
+        if not is_study(s):
+            raise CtgovBadResponse(f"GET /studies: element {i} of 'studies' is not a study record: "
+                                   f"{_excerpt(json.dumps(s))}")
+    token = page.get("nextPageToken")
+    if token is not None and not isinstance(token, str):
+        raise CtgovBadResponse(f"GET /studies: nextPageToken is not a string: {token!r}")
+
+
+def _aliases(record: dict) -> set[str]:
+    out = set()
+    for a in record.get("protocolSection", {}).get("identificationModule", {}).get("nctIdAliases") or []:
+        try:
+            out.add(normalize_nct(a))
+        except InvalidNctId:  # an unreadable alias is not our concern here
+            pass
+    return out
+
+
+def _describe_params(params: dict[str, str]) -> str:
+    return " ".join(f"{k}={v!r}" for k, v in params.items()) or "(all studies)"
+
+
+__all__ = ["Client", "Fetched", "Version", "SearchResult", "Stats", "default_user_agent", "parse_retry_after"]
