@@ -429,9 +429,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        # Counted before the write: a client that has read the body must see it counted.
         with self.api._lock:
             self.api.bytes_sent += len(body)
+        self.wfile.write(body)
 
 
 def load_records(folder: str | Path) -> list[dict]:

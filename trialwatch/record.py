@@ -8,7 +8,6 @@ of an unchanged trial have the same hash.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import re
@@ -76,9 +75,14 @@ def _sort_key(item: Any) -> str:
 
 
 def _canon(node: Any, path: str) -> Any:
+    # Builds new dicts and lists all the way down, so the input is never shared or mutated.
     if isinstance(node, dict):
-        return {k: _canon(v, f"{path}.{k}" if path else k) for k, v in node.items()
-                if (f"{path}.{k}" if path else k) not in CHURN_PATHS}
+        out = {}
+        for k, v in node.items():
+            sub = f"{path}.{k}" if path else k
+            if sub not in CHURN_PATHS:
+                out[k] = _canon(v, sub)
+        return out
     if isinstance(node, list):
         items = [_canon(v, path) for v in node]
         return sorted(items, key=_sort_key) if path in UNORDERED_LISTS else items
@@ -86,8 +90,8 @@ def _canon(node: Any, path: str) -> Any:
 
 
 def canonical(record: dict) -> dict:
-    """The record as trialwatch keeps it: churn removed, unordered lists sorted."""
-    return _canon(copy.deepcopy(record), "")
+    """The record as trialwatch keeps it: churn removed, unordered lists sorted (a new object)."""
+    return _canon(record, "")
 
 
 def canonical_json(record: dict) -> bytes:

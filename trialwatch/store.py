@@ -382,7 +382,7 @@ class Store:
                 changes: list[Change] = []
                 if latest is not None:
                     old = self._load_blob(s, latest.blob_hash)
-                    changes = diff(old, canon, ignore=tuple(ignore))
+                    changes = diff(old, canon, ignore=tuple(ignore), assume_canonical=True)
                     trial.last_changed_at = fetched_at
                 rows = self._add_changes(s, nct_id, changes, snapshot_id=snap.id, at=fetched_at)
                 return Recorded(nct_id=nct_id, snapshot_id=snap.id, first=latest is None,
@@ -555,7 +555,8 @@ def _chunks(items: list) -> list[list]:
 
 
 def _split(canon: dict, digest: str, *, raw_size: int) -> dict[str, tuple[bytes, int]]:
-    """{hash: (compressed body, raw size)} for a version's manifest (under ``digest``) and parts."""
+    """{hash: (uncompressed body, raw size)} for a version's manifest (under ``digest``) and
+    its parts; only the ones not stored yet get compressed, by ``_put_blobs``."""
     import hashlib
 
     blobs: dict[str, tuple[bytes, int]] = {}
@@ -563,7 +564,7 @@ def _split(canon: dict, digest: str, *, raw_size: int) -> dict[str, tuple[bytes,
     def part(value: Any) -> dict:
         body = rec.canonical_json(value)
         h = hashlib.sha256(body).hexdigest()
-        blobs.setdefault(h, (zlib.compress(body, 9), len(body)))
+        blobs.setdefault(h, (body, len(body)))
         return {_PART: h}
 
     manifest: dict[str, Any] = {}
@@ -581,7 +582,7 @@ def _split(canon: dict, digest: str, *, raw_size: int) -> dict[str, tuple[bytes,
         else:
             manifest[key] = part(value)
     body = rec.canonical_json({_MANIFEST: 1, "record": manifest})
-    blobs[digest] = (zlib.compress(body, 9), raw_size)
+    blobs[digest] = (body, raw_size)
     return blobs
 
 
@@ -615,7 +616,8 @@ def _put_blobs(s: Session, blobs: dict[str, tuple[bytes, int]]) -> None:
     if not blobs:
         return
     have = set(s.scalars(select(Blob.hash).where(Blob.hash.in_(list(blobs)))))
-    rows = [{"hash": h, "body": b, "raw_size": n} for h, (b, n) in blobs.items() if h not in have]
+    rows = [{"hash": h, "body": zlib.compress(b, 9), "raw_size": n}
+            for h, (b, n) in blobs.items() if h not in have]
     if not rows:
         return
     dialect = s.get_bind().dialect.name

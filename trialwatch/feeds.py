@@ -1,0 +1,79 @@
+"""Atom feeds of stored changes: one per trial, one per saved search (the same changes the
+digests carry). A feed reader polls these instead of getting mail."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING
+
+from . import record as rec
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .store import ChangeRow, Store
+
+MAX_ENTRIES = 200
+
+
+def trial_feed(store: "Store", config: "Config", nct_id: str) -> bytes:
+    from sqlalchemy import select
+
+    from .store import ChangeRow
+
+    trial = store.trial(nct_id)
+    title = f"{nct_id}: {trial.title}" if trial and trial.title else nct_id
+    with store.session() as s:
+        rows = list(s.scalars(select(ChangeRow).where(ChangeRow.nct_id == nct_id)
+                              .order_by(ChangeRow.detected_at.desc(), ChangeRow.id.desc()).limit(MAX_ENTRIES)))
+    base = config.email.public_url
+    return _feed(f"{base}/trials/{nct_id}", f"Changes to {title}", rows, base)
+
+
+def search_feed(store: "Store", config: "Config", name: str) -> bytes:
+    """Search membership events, and changes to every trial the search has matched."""
+    from sqlalchemy import or_, select
+
+    from .store import ChangeRow, SearchMember
+
+    members = select(SearchMember.nct_id).where(SearchMember.search == name)
+    with store.session() as s:
+        rows = list(s.scalars(select(ChangeRow)
+                              .where(or_(ChangeRow.search == name, ChangeRow.nct_id.in_(members)))
+                              .order_by(ChangeRow.detected_at.desc(), ChangeRow.id.desc()).limit(MAX_ENTRIES)))
+    base = config.email.public_url
+    return _feed(f"{base}/searches/{name}/feed.atom", f"Saved search {name}", rows, base)
+
+
+def _feed(feed_id: str, title: str, rows: list["ChangeRow"], base: str) -> bytes:
+    from feedgen.feed import FeedGenerator
+
+    fg = FeedGenerator()
+    fg.id(feed_id)
+    fg.title(title)
+    fg.link(href=feed_id, rel="alternate")
+    fg.generator("trialwatch")
+    fg.updated(_utc(rows[0].detected_at) if rows else dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc))
+    # feedgen prepends entries; add oldest first so the feed reads newest first.
+    for row in reversed(rows):
+        entry = fg.add_entry()
+        entry.id(f"{base}/trials/{row.nct_id}#change-{row.id}")
+        entry.title(f"{row.nct_id} — {row.label}: {rec.words(row.old_value)} → {rec.words(row.new_value)}")
+        entry.link(href=f"{base}/trials/{row.nct_id}")
+        entry.updated(_utc(row.detected_at))
+        entry.published(_utc(row.detected_at))
+        entry.category(term=row.severity)
+        lines = [f"{row.label} ({row.severity})", f"Before: {rec.words(row.old_value)}",
+                 f"After: {rec.words(row.new_value)}"]
+        if row.site:
+            lines.append(f"Site: {row.site}")
+        if row.search:
+            lines.append(f"Saved search: {row.search}")
+        if row.detail:
+            lines += ["", row.detail]
+        # Plain text content: feed readers never interpret record text as markup.
+        entry.content("\n".join(lines), type="text")
+    return fg.atom_str(pretty=True)
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value.replace(tzinfo=dt.timezone.utc)

@@ -1,0 +1,599 @@
+"""``trialwatch serve``: a small web app over the same database.
+
+Status pages for physicians (watched trials, one trial before a referral), the double opt-in
+subscription flow (subscribe -> confirmation mail -> confirm; manage; one-click unsubscribe),
+Atom feeds and ``/healthz``. Thin wiring: the store holds the data, ``notify`` sends mail,
+``tokens`` signs links. Nothing is built at import time: ``create_app(config)`` builds the app.
+
+Safety, in one place each:
+* every POST form carries a signed double-submit CSRF token (``_csrf_ok``); the one exemption is
+  the RFC 8058 one-click unsubscribe POST, which a mail client sends without any page, and
+  which is authorised by its signed link instead;
+* Jinja2 autoescape is always on: record text from ClinicalTrials.gov is untrusted;
+* ``_SecurityHeaders`` puts CSP (no inline script or style), nosniff, no-referrer (tokens live in
+  URLs) and DENY framing on every response, errors and static files included;
+* redirects are only ever to relative paths built from a normalised NCT number.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from . import record as rec
+from . import tokens
+from .config import SEVERITIES, Config
+from .errors import InvalidNctId, MailError, StoreError, TokenError
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from .store import Store, Subscriber
+
+log = logging.getLogger("trialwatch.web")
+HERE = Path(__file__).resolve().parent
+DIGESTS = ("each_poll", "daily", "weekly")
+CSRF_COOKIE = "tw_csrf"
+CSRF_FIELD = "csrf_token"
+# Confirmation mails: at most this many per window, per address and per client address.
+RATE_WINDOW = dt.timedelta(hours=1)
+MAX_CONFIRMS_PER_EMAIL = 3
+MAX_SUBSCRIBES_PER_CLIENT = 10
+
+SECURITY_HEADERS = [
+    (b"content-security-policy",
+     b"default-src 'self'; style-src 'self'; script-src 'none'; img-src 'self'; "
+     b"object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+]
+
+
+class _SecurityHeaders:
+    """Pure ASGI middleware: the security headers on every response, whatever produced it."""
+
+    def __init__(self, app: Callable) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                names = {k.lower() for k, _ in message.get("headers", [])}
+                message["headers"] = list(message.get("headers", [])) + [
+                    h for h in SECURITY_HEADERS if h[0] not in names]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class Web:
+    """The routes, over one config and one (lazily opened) store."""
+
+    def __init__(self, config: Config, store: "Store | None") -> None:
+        from jinja2 import Environment, FileSystemLoader
+
+        self.config = config
+        self._store = store
+        # Fails fast with a ConfigError naming the variable: every link we mail is signed.
+        self.secret = config.secret_key()
+        self.secure_cookies = config.email.public_url.startswith("https://")
+        self.env = Environment(loader=FileSystemLoader(HERE / "templates" / "web"), autoescape=True,
+                               trim_blocks=True, lstrip_blocks=True)
+        self.env.filters.update(words=rec.words, when=_when, day=_day, plain=_plain)
+        self.env.globals.update(severities=SEVERITIES, digests=DIGESTS, ctgov_url=rec.url)
+
+    # -- plumbing -------------------------------------------------------------------------
+    @property
+    def store(self) -> "Store":
+        # Opened on first use, not at start-up, so /healthz can answer 503 while the database
+        # is unreachable and recover once it is back.
+        if self._store is None:
+            from .store import open_store
+
+            self._store = open_store(self.config.database_url)
+        return self._store
+
+    def render(self, request: "Request", template: str, status: int = 200, **ctx: Any) -> "Response":
+        from starlette.responses import HTMLResponse
+
+        nonce = request.cookies.get(CSRF_COOKIE) or ""
+        fresh = len(nonce) < 32
+        if fresh:
+            nonce = secrets.token_urlsafe(32)
+        html = self.env.get_template(template).render(
+            csrf_token=self._csrf_token(nonce), **ctx)
+        resp = HTMLResponse(html, status_code=status, headers={"cache-control": "no-store"})
+        if fresh:
+            resp.set_cookie(CSRF_COOKIE, nonce, httponly=True, samesite="lax",
+                            secure=self.secure_cookies, path="/")
+        return resp
+
+    def message(self, request: "Request", status: int, title: str, text: str) -> "Response":
+        return self.render(request, "message.html", status=status, title=title, text=text)
+
+    def _csrf_token(self, nonce: str) -> str:
+        return hmac.new(self.secret.encode(), b"csrf|" + nonce.encode(), hashlib.sha256).hexdigest()
+
+    def _csrf_ok(self, request: "Request", form: Any) -> bool:
+        """Signed double submit: the form field must be our signature of the cookie's nonce, so
+        a cross-site form (which can send the cookie but cannot read it) cannot forge it."""
+        nonce = request.cookies.get(CSRF_COOKIE, "")
+        sent = form.get(CSRF_FIELD, "") if form is not None else ""
+        return bool(nonce) and isinstance(sent, str) and hmac.compare_digest(sent, self._csrf_token(nonce))
+
+    def page(self, fn: Callable, *, csrf: bool = True) -> Callable:
+        """An endpoint: read the form (POST), check CSRF, then run ``fn`` in a worker thread
+        (the store and the mailer are synchronous)."""
+        from sqlalchemy.exc import SQLAlchemyError
+        from starlette.concurrency import run_in_threadpool
+
+        async def endpoint(request: "Request") -> "Response":
+            form = None
+            if request.method == "POST":
+                form = await request.form(max_files=0, max_fields=2000)
+                if csrf and not self._csrf_ok(request, form):
+                    return self.message(request, 403, "This form has expired",
+                                        "Please go back, reload the page and submit the form again.")
+            try:
+                return await run_in_threadpool(fn, request, form)
+            except (StoreError, SQLAlchemyError) as e:
+                log.error("database unavailable: %s", e)
+                return self.message(request, 503, "Temporarily unavailable",
+                                    "The database cannot be reached right now. Please try again in a few minutes.")
+            except Exception:
+                # Answered here, inside our middleware, so even this page has the security headers.
+                log.exception("error in %s %s", request.method, request.url.path)
+                return self.message(request, 500, "Something went wrong",
+                                    "This page could not be shown. The error was logged; please try again later.")
+
+        return endpoint
+
+    # -- what is watched ------------------------------------------------------------------
+    def watched_ids(self) -> list[str]:
+        from sqlalchemy import select
+
+        from .store import Trial
+
+        ids = list(self.config.all_trials())
+        with self.store.session() as s:
+            ids += [n for n in s.scalars(select(Trial.nct_id).order_by(Trial.nct_id)) if n not in ids]
+        return ids
+
+    # -- status pages ---------------------------------------------------------------------
+    def index(self, request: "Request", form: Any) -> "Response":
+        from sqlalchemy import func, select
+
+        from .store import ChangeRow, Poll, SearchMember, Trial
+
+        with self.store.session() as s:
+            rows = {t.nct_id: t for t in s.scalars(select(Trial))}
+            last_poll = s.scalars(select(Poll).order_by(Poll.started_at.desc(), Poll.id.desc()).limit(1)).first()
+            members = dict(s.execute(select(SearchMember.search, func.count())
+                                     .where(SearchMember.active.is_(True)).group_by(SearchMember.search)).all())
+            search_changed = dict(s.execute(select(ChangeRow.search, func.max(ChangeRow.detected_at))
+                                            .where(ChangeRow.search.is_not(None)).group_by(ChangeRow.search)).all())
+        trials = [{"nct_id": n, "row": rows.get(n), "missed_last_poll": _missed(rows.get(n), last_poll)}
+                  for n in self.watched_ids()]
+        searches = [{"cfg": sc, "members": members.get(sc.name, 0), "last_change": search_changed.get(sc.name)}
+                    for sc in self.config.searches]
+        return self.render(request, "index.html", trials=trials, searches=searches, last_poll=last_poll)
+
+    def trial(self, request: "Request", form: Any) -> "Response":
+        raw = request.path_params["nct"]
+        try:
+            nct = self.store.resolve_alias(rec.normalize_nct(raw))
+        except InvalidNctId:
+            return self.not_found(request)
+        if nct != raw:
+            # Canonical path, relative and built from digits only: never an open redirect.
+            from starlette.responses import RedirectResponse
+
+            return RedirectResponse(f"/trials/{nct}", status_code=301)
+        row = self.store.trial(nct)
+        if row is None and nct not in self.config.all_trials():
+            return self.not_found(request)
+        latest = self.store.latest_record(nct)
+        snaps, changes = self.store.history(nct)
+        summary = rec.summary(latest) if latest else None
+        return self.render(request, "trial.html", nct=nct, row=row, summary=summary,
+                           site_groups=_site_groups(summary.sites) if summary else [],
+                           changes=list(reversed(changes)), status_runs=_status_runs(snaps, row))
+
+    def not_found(self, request: "Request", exc: Exception | None = None) -> "Response":
+        return self.message(request, 404, "Not found",
+                            "There is no such page here. Trials are listed on the home page.")
+
+    # -- feeds ------------------------------------------------------------------------------
+    def trial_feed(self, request: "Request", form: Any) -> "Response":
+        from . import feeds
+
+        try:
+            nct = self.store.resolve_alias(rec.normalize_nct(request.path_params["nct"]))
+        except InvalidNctId:
+            return self.not_found(request)
+        if self.store.trial(nct) is None and nct not in self.config.all_trials():
+            return self.not_found(request)
+        return _atom(feeds.trial_feed(self.store, self.config, nct))
+
+    def search_feed(self, request: "Request", form: Any) -> "Response":
+        from . import feeds
+
+        name = request.path_params["name"]
+        if name not in {sc.name for sc in self.config.searches}:
+            return self.not_found(request)
+        return _atom(feeds.search_feed(self.store, self.config, name))
+
+    # -- health -----------------------------------------------------------------------------
+    def healthz(self, request: "Request", form: Any) -> "Response":
+        from sqlalchemy import func, or_, select
+        from sqlalchemy.exc import SQLAlchemyError
+        from starlette.responses import JSONResponse
+
+        from .store import Message, OutboxRow, Poll
+
+        try:
+            with self.store.session() as s:
+                last = s.scalar(select(func.max(Poll.finished_at)).where(Poll.complete.is_(True)))
+                # Changes owed to someone and not yet delivered: not in a message, or in one
+                # that has not been sent.
+                backlog = s.scalar(select(func.count()).select_from(OutboxRow)
+                                   .outerjoin(Message, Message.id == OutboxRow.message_id)
+                                   .where(or_(OutboxRow.message_id.is_(None), Message.state != "sent")))
+        except (StoreError, SQLAlchemyError):
+            return JSONResponse({"database": "unreachable", "last_complete_poll": None, "outbox_backlog": None},
+                                status_code=503, headers={"cache-control": "no-store"})
+        return JSONResponse({"database": "ok", "last_complete_poll": _iso(last), "outbox_backlog": backlog},
+                            headers={"cache-control": "no-store"})
+
+    # -- subscribe ---------------------------------------------------------------------------
+    def subscribe(self, request: "Request", form: Any) -> "Response":
+        watched = self.watched_ids()
+        if form is None:
+            return self.prefs_form(request, "subscribe.html", watched)
+        prefs, errors = self.read_prefs(form, watched)
+        from email_validator import EmailNotValidError, validate_email
+
+        try:
+            email = validate_email(str(form.get("email", "")).strip(), check_deliverability=False).normalized
+        except EmailNotValidError:
+            email = ""
+            errors.insert(0, "Please enter a valid email address.")
+        if errors:
+            return self.prefs_form(request, "subscribe.html", watched, status=400, errors=errors,
+                                   email=str(form.get("email", ""))[:320], **prefs)
+        client = request.client.host if request.client else "unknown"
+        if not self.allow("subscribe_client", client, MAX_SUBSCRIBES_PER_CLIENT):
+            return self.message(request, 429, "Too many requests",
+                                "Too many subscription requests came from your network. Please try again in an hour.")
+        sub = self.upsert_pending(email, prefs)
+        # Same answer whether or not a mail was sent, so the page never tells who is subscribed.
+        if self.allow("confirm_email", email.lower(), MAX_CONFIRMS_PER_EMAIL):
+            from . import notify
+
+            token = tokens.make(self.secret, "confirm", sub.id, sub.token_version)
+            try:
+                notify.send_confirmation(self.store, self.config, sub,
+                                         f"{self.config.email.public_url}/confirm?token={token}")
+            except MailError:
+                return self.message(request, 503, "Email cannot be sent right now",
+                                    "Your choices are saved, but the confirmation email could not be sent. "
+                                    "Please try again later.")
+        return self.render(request, "check_inbox.html", email=email)
+
+    def allow(self, kind: str, key: str, limit: int) -> bool:
+        """Count one event against ``limit`` per RATE_WINDOW; False (and nothing counted) when
+        the limit is reached."""
+        from sqlalchemy import delete, func, select
+
+        from .store import RateEvent, utcnow
+
+        now = utcnow()
+        with self.store.session() as s, s.begin():
+            s.execute(delete(RateEvent).where(RateEvent.at < now - dt.timedelta(days=1)))
+            n = s.scalar(select(func.count()).select_from(RateEvent).where(
+                RateEvent.kind == kind, RateEvent.key == key[:320], RateEvent.at >= now - RATE_WINDOW))
+            if n >= limit:
+                return False
+            s.add(RateEvent(kind=kind, key=key[:320], at=now))
+        return True
+
+    def upsert_pending(self, email: str, prefs: dict) -> "Subscriber":
+        """A new or not-yet-active address gets these preferences, pending confirmation. An
+        active address is left exactly as it is: its confirmation link leads to the manage
+        page, where its owner can change it herself."""
+        from sqlalchemy import func, select
+
+        from .store import Subscriber
+
+        with self.store.session() as s, s.begin():
+            sub = s.scalars(select(Subscriber).where(func.lower(Subscriber.email) == email.lower())).first()
+            if sub is None:
+                sub = Subscriber(email=email, state="pending", source="web", token_version=0)
+                s.add(sub)
+            if sub.state != "active":
+                # An unsubscribed address comes back only through a new opt-in.
+                sub.state = "pending"
+                _set_prefs(sub, **prefs)
+            s.flush()
+            s.refresh(sub)
+            _ = sub.subscriptions  # load before the session closes
+            return sub
+
+    # -- confirm / manage / unsubscribe -----------------------------------------------------
+    def subscriber_for(self, purpose: str, token: str) -> "Subscriber":
+        """The subscriber a signed link names; TokenError if forged, expired or superseded."""
+        from .store import Subscriber
+
+        data = tokens.read(self.secret, purpose, token or "")
+        with self.store.session() as s:
+            sub = s.get(Subscriber, data.subscriber_id)
+            if sub is None or sub.token_version != data.version:
+                raise TokenError(f"this {purpose} link is no longer valid")
+            _ = sub.subscriptions
+            return sub
+
+    def bad_link(self, request: "Request", e: TokenError) -> "Response":
+        return self.render(request, "message.html", status=400, title="This link does not work",
+                           text=f"{e.message[:1].upper()}{e.message[1:]}. {e.hint}",
+                           subscribe_link=True)
+
+    def confirm(self, request: "Request", form: Any) -> "Response":
+        token = _token(request, form)
+        try:
+            sub = self.subscriber_for("confirm", token)
+        except TokenError as e:
+            return self.bad_link(request, e)
+        manage = tokens.make(self.secret, "manage", sub.id, sub.token_version)
+        if form is None or sub.state == "active":
+            # GET never changes state: mail scanners prefetch links.
+            return self.render(request, "confirm.html", sub=sub, token=token, manage_token=manage,
+                               done=False)
+        from .store import Subscriber, utcnow
+
+        with self.store.session() as s, s.begin():
+            row = s.get(Subscriber, sub.id)
+            row.state = "active"
+            row.confirmed_at = utcnow()
+            row.unsubscribed_at = None
+        return self.render(request, "confirm.html", sub=sub, token=token, manage_token=manage, done=True)
+
+    def manage(self, request: "Request", form: Any) -> "Response":
+        token = _token(request, form)
+        try:
+            sub = self.subscriber_for("manage", token)
+        except TokenError as e:
+            return self.bad_link(request, e)
+        if sub.state != "active":
+            return self.render(request, "message.html", status=400, title="Not subscribed",
+                               text="This address is not subscribed any more. You can subscribe again.",
+                               subscribe_link=True)
+        watched = self.watched_ids()
+        current = _prefs_of(sub)
+        # Keep offering what she already follows, even if the operator stopped watching it.
+        choices = watched + [t for t in current["trials"] if t not in watched]
+        links = {"sub": sub, "token": token,
+                 "unsubscribe_token": tokens.make(self.secret, "unsubscribe", sub.id, sub.token_version)}
+        if form is None:
+            return self.prefs_form(request, "manage.html", choices, **links, **current)
+        prefs, errors = self.read_prefs(form, choices)
+        if errors:
+            return self.prefs_form(request, "manage.html", choices, status=400, errors=errors, **links, **prefs)
+        from .store import Subscriber
+
+        with self.store.session() as s, s.begin():
+            _set_prefs(s.get(Subscriber, sub.id), **prefs)
+        return self.prefs_form(request, "manage.html", choices, saved=True, **links, **prefs)
+
+    def unsubscribe(self, request: "Request", form: Any) -> "Response":
+        from . import notify
+        from .store import Subscriber
+
+        token = _token(request, form)
+        try:
+            if form is not None:
+                sub = notify.unsubscribe(self.store, self.config, token)
+            else:
+                # Any token_version: a link in old mail must still work (RFC 8058), as in notify.
+                data = tokens.read(self.secret, "unsubscribe", token)
+                with self.store.session() as s:
+                    sub = s.get(Subscriber, data.subscriber_id)
+                if sub is None:
+                    raise TokenError("this unsubscribe link names an address that is no longer on file")
+        except TokenError as e:
+            return self.bad_link(request, e)
+        return self.render(request, "unsubscribe.html", sub=sub, token=token, done=form is not None)
+
+    # -- the preferences form, shared by subscribe and manage -------------------------------
+    def prefs_form(self, request: "Request", template: str, trial_ids: list[str], *, status: int = 200,
+                   **ctx: Any) -> "Response":
+        from sqlalchemy import select
+
+        from .store import Trial
+
+        with self.store.session() as s:
+            titles = dict(s.execute(select(Trial.nct_id, Trial.title).where(Trial.nct_id.in_(trial_ids))).all())
+        ctx.setdefault("trials", [])
+        ctx.setdefault("searches", [])
+        ctx.setdefault("min_severity", "important")
+        ctx.setdefault("digest", "each_poll")
+        return self.render(request, template, status=status,
+                           trial_choices=[(n, titles.get(n)) for n in trial_ids],
+                           search_choices=self.config.searches, **ctx)
+
+    def read_prefs(self, form: Any, allowed_trials: list[str]) -> tuple[dict, list[str]]:
+        errors: list[str] = []
+        trials: list[str] = []
+        for value in form.getlist("trials"):
+            try:
+                nct = rec.normalize_nct(str(value))
+            except InvalidNctId:
+                nct = None
+            if nct is None or nct not in allowed_trials:
+                # Only the operator adds trials to watch (config or CLI), never this form.
+                errors.append(f"{str(value)[:20]} is not one of the trials watched here.")
+            elif nct not in trials:
+                trials.append(nct)
+        names = {sc.name for sc in self.config.searches}
+        searches = []
+        for value in form.getlist("searches"):
+            if value not in names:
+                errors.append(f"{str(value)[:64]} is not one of the saved searches here.")
+            elif value not in searches:
+                searches.append(value)
+        severity = form.get("min_severity", "important")
+        digest = form.get("digest", "each_poll")
+        if severity not in SEVERITIES:
+            errors.append("Please choose which changes to be told about.")
+            severity = "important"
+        if digest not in DIGESTS:
+            errors.append("Please choose how often to get email.")
+            digest = "each_poll"
+        if not trials and not searches and not errors:
+            errors.append("Please choose at least one trial or saved search.")
+        return {"trials": trials, "searches": searches, "min_severity": severity, "digest": digest}, errors
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+def _set_prefs(sub: "Subscriber", *, trials: list[str], searches: list[str], min_severity: str,
+               digest: str) -> None:
+    from .store import Subscription
+
+    sub.min_severity = min_severity
+    sub.digest = digest
+    wanted = {("trial", t) for t in trials} | {("search", n) for n in searches}
+    sub.subscriptions = [x for x in sub.subscriptions if (x.kind, x.target) in wanted]
+    have = {(x.kind, x.target) for x in sub.subscriptions}
+    sub.subscriptions += [Subscription(kind=k, target=t) for k, t in sorted(wanted - have)]
+
+
+def _prefs_of(sub: "Subscriber") -> dict:
+    return {"trials": [x.target for x in sub.subscriptions if x.kind == "trial"],
+            "searches": [x.target for x in sub.subscriptions if x.kind == "search"],
+            "min_severity": sub.min_severity, "digest": sub.digest}
+
+
+def _token(request: "Request", form: Any) -> str:
+    value = (form.get("token") if form is not None else None) or request.query_params.get("token", "")
+    return value if isinstance(value, str) else ""
+
+
+def _missed(trial: Any, last_poll: Any) -> bool:
+    """True when the latest poll finished without getting to this trial. (A running poll has
+    not got there yet; a skipped one, the registry had nothing new, fetches nothing.)"""
+    return bool(trial and trial.last_checked_at and last_poll and last_poll.finished_at
+                and not last_poll.skipped and trial.last_checked_at < last_poll.started_at)
+
+
+def _status_runs(snaps: list, trial: Any) -> list[dict]:
+    """Consecutive snapshots with the same overall status, most recent first."""
+    runs: list[dict] = []
+    for snap in snaps:
+        if runs and runs[-1]["status"] == snap.overall_status:
+            continue
+        if runs:
+            runs[-1]["until"] = snap.fetched_at
+        runs.append({"status": snap.overall_status, "since": snap.fetched_at, "until": None})
+    for run in runs:
+        end = run["until"] or (trial.last_checked_at if trial and trial.last_checked_at else run["since"])
+        run["days"] = max((end - run["since"]).days, 0)
+    return list(reversed(runs))
+
+
+# Sites a referral can use first; then the rest, sites without a status last.
+_SITE_ORDER = ("RECRUITING", "NOT_YET_RECRUITING", "ENROLLING_BY_INVITATION", "ACTIVE_NOT_RECRUITING")
+
+
+def _site_groups(sites: list) -> list[tuple[str, list]]:
+    groups: dict[str, list] = {}
+    for site in sites:
+        groups.setdefault(site.status or rec.UNSPECIFIED, []).append(site)
+    rank = lambda st: (_SITE_ORDER.index(st) if st in _SITE_ORDER else len(_SITE_ORDER),  # noqa: E731
+                       st == rec.UNSPECIFIED, st)
+    return [(st, groups[st]) for st in sorted(groups, key=rank)]
+
+
+def _atom(body: bytes) -> "Response":
+    from starlette.responses import Response
+
+    return Response(body, media_type="application/atom+xml; charset=utf-8")
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() + "Z" if value else None
+
+
+def _when(value: dt.datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "never"
+
+
+_MD_ESCAPE = re.compile(r"\\([\\`*_{}\[\]()#+\-.!<>|~])")
+
+
+def _plain(text: str | None) -> str:
+    """Registry text is Markdown; drop its backslash escapes (``\\>`` -> ``>``). The result is
+    still escaped by autoescape like any other text."""
+    return _MD_ESCAPE.sub(r"\1", text or "")
+
+
+def _day(value: dt.datetime | None) -> str:
+    return value.strftime("%Y-%m-%d") if value else "—"
+
+
+# -- the app ----------------------------------------------------------------------------------
+
+def create_app(config: Config, store: "Store | None" = None) -> "Starlette":
+    """The ASGI app. ``store`` defaults to ``open_store(config.database_url)``, opened on first use."""
+    from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
+    from starlette.routing import Mount, Route
+    from starlette.staticfiles import StaticFiles
+
+    web = Web(config, store)
+    get, both = ["GET"], ["GET", "POST"]
+    routes = [
+        Route("/", web.page(web.index), methods=get),
+        Route("/trials/{nct}", web.page(web.trial), methods=get),
+        Route("/trials/{nct}/feed.atom", web.page(web.trial_feed), methods=get),
+        Route("/searches/{name}/feed.atom", web.page(web.search_feed), methods=get),
+        Route("/subscribe", web.page(web.subscribe), methods=both),
+        Route("/confirm", web.page(web.confirm), methods=both),
+        Route("/manage", web.page(web.manage), methods=both),
+        # RFC 8058: the mail client POSTs "List-Unsubscribe=One-Click" with no page and no
+        # CSRF token; the signed, purpose-bound token in the URL is the authority.
+        Route("/unsubscribe", web.page(web.unsubscribe, csrf=False), methods=both),
+        Route("/healthz", web.page(web.healthz), methods=get),
+        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+    ]
+
+    async def http_error(request: "Request", exc: HTTPException) -> "Response":
+        if exc.status_code == 404:
+            return web.not_found(request)
+        return web.message(request, exc.status_code, "Request not allowed", str(exc.detail))
+
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    app.state.web = web
+    app.add_middleware(_SecurityHeaders)
+    return app
+
+
+def serve(config: Config, host: str = "127.0.0.1", port: int = 8080, store: "Store | None" = None) -> None:
+    """Run the app with uvicorn until interrupted. Behind a reverse proxy on the same machine,
+    X-Forwarded-For from 127.0.0.1 is trusted (uvicorn's default; $FORWARDED_ALLOW_IPS widens
+    it), so per-client rate limits see the real client rather than the proxy."""
+    import uvicorn
+
+    uvicorn.run(create_app(config, store), host=host, port=port, log_level="info", server_header=False)
