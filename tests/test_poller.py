@@ -263,3 +263,25 @@ def test_two_pollers_at_once_produce_no_duplicates(db_url):
         assert all(isinstance(o, LockHeld) or o.complete for o in outcomes)
     for s in stores:
         s.close()
+
+
+def test_a_weekly_full_sweep_notices_a_removed_record_that_incremental_polls_cannot(store, db_url):
+    import datetime as dt
+
+    from sqlalchemy import update
+
+    records = clones(3)
+    ids = [r["protocolSection"]["identificationModule"]["nctId"] for r in records]
+    with StandIn(records, data_timestamp=DAY1) as api:
+        config = make_config(api, db_url, ids)
+        assert poller.poll(store, config, send=False).full
+        api.remove(ids[0])
+        api.set_data_timestamp(DAY2)
+        incremental = poller.poll(store, config, send=False)
+        assert incremental.complete and not incremental.full and incremental.events == 0
+        with store.session() as s, s.begin():
+            s.execute(update(st.Poll).values(started_at=st.utcnow() - dt.timedelta(days=config.full_sweep_days)))
+        api.set_data_timestamp("2026-11-26T09:00:05")
+        sweep = poller.poll(store, config, send=False)
+        assert sweep.complete and sweep.full and sweep.events == 1
+        assert store.trial(ids[0]).gone_at is not None

@@ -182,6 +182,9 @@ class Config(_Strict):
     # Cron expression for `trialwatch run`. ClinicalTrials.gov refreshes its data once a day
     # (the /version dataTimestamp moves around 09:00 UTC); polling shortly after catches it.
     schedule: str = "30 10 * * *"
+    # A poll normally asks only for records updated since the last one; every this many days
+    # it fetches all of them, which is how a removed record (404) is noticed.
+    full_sweep_days: int = Field(7, ge=1, le=365)
     timezone: str = "UTC"
     email: EmailConfig = EmailConfig()
     subscribers: list[SubscriberConfig] = []

@@ -46,6 +46,7 @@ class PollReport:
     emails_failed: int = 0
     skipped: bool = False
     complete: bool = False
+    full: bool = False          # every followed record fetched, not only those updated lately
     data_timestamp: str | None = None
     events: int = 0
     errors: list[str] = field(default_factory=list)
@@ -153,6 +154,7 @@ def _poll_locked(store, config, *, client, force, send, stop, renew) -> PollRepo
         row.finished_at = utcnow()
         row.complete = report.complete
         row.skipped = report.skipped
+        row.full = report.full
         row.data_timestamp = report.data_timestamp
         row.requests = report.requests
         row.bytes_received = report.bytes_received
@@ -220,9 +222,10 @@ class _Cycle:
             self.report.skipped = True
             return
         since = None
-        if last is not None and last.data_timestamp and not force:
+        if last is not None and last.data_timestamp and not force and not self._full_sweep_due():
             # The data date of the last complete poll, with a day of overlap.
             since = dt.date.fromisoformat(last.data_timestamp[:10]) - dt.timedelta(days=1)
+        self.report.full = since is None and not (unchanged_data and not force)
         searches = self.config.searches if not (unchanged_data and not force) else [
             s for s in self.config.searches if s.name in fresh_searches]
         for search in searches:
@@ -236,6 +239,19 @@ class _Cycle:
         self._follow_links()
 
     # -- what needs fetching ----------------------------------------------------------------
+    def _full_sweep_due(self) -> bool:
+        """Every ``full_sweep_days`` a poll fetches every record whatever its update date: the
+        incremental listing cannot show a record that was removed (404) or one changed without
+        its LastUpdatePostDate moving."""
+        from sqlalchemy import select
+
+        from .store import Poll, utcnow
+
+        with self.store.session() as s:
+            last_full = s.scalars(select(Poll.started_at).where(Poll.complete.is_(True), Poll.full.is_(True))
+                                  .order_by(Poll.id.desc()).limit(1)).first()
+        return last_full is None or utcnow() - last_full >= dt.timedelta(days=self.config.full_sweep_days)
+
     def _never_fetched(self, ids: list[str]) -> list[str]:
         from sqlalchemy import select
 

@@ -224,6 +224,7 @@ class Poll(Base):
     data_timestamp: Mapped[str | None] = mapped_column(String(32))
     complete: Mapped[bool] = mapped_column(Boolean, default=False)
     skipped: Mapped[bool] = mapped_column(Boolean, default=False)
+    full: Mapped[bool] = mapped_column(Boolean, default=False)  # a full sweep, not incremental
     requests: Mapped[int] = mapped_column(Integer, default=0)
     bytes_received: Mapped[int] = mapped_column(Integer, default=0)
     trials_checked: Mapped[int] = mapped_column(Integer, default=0)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 16:01:12.720715
+Create Date: 2026-11-25 16:17:16.366321
 """
 from alembic import op
 import sqlalchemy as sa
@@ -35,6 +35,7 @@ def upgrade() -> None:
     sa.Column('data_timestamp', sa.String(length=32), nullable=True),
     sa.Column('complete', sa.Boolean(), nullable=False),
     sa.Column('skipped', sa.Boolean(), nullable=False),
+    sa.Column('full', sa.Boolean(), nullable=False),
     sa.Column('requests', sa.Integer(), nullable=False),
     sa.Column('bytes_received', sa.Integer(), nullable=False),
     sa.Column('trials_checked', sa.Integer(), nullable=False),
