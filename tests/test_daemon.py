@@ -28,6 +28,17 @@ def start_daemon(cfg: Path) -> subprocess.Popen:
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
+def sigterm_when(proc: subprocess.Popen, ready) -> tuple[str, str]:
+    """Wait until ``ready()``, send SIGTERM, and return the daemon's (stdout, stderr)."""
+    try:
+        assert wait_for(ready), "the daemon never got there"
+        proc.send_signal(signal.SIGTERM)
+        return proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def wait_for(pred, timeout=20.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -49,15 +60,9 @@ def test_sigterm_after_a_poll_exits_0(tmp_path, db_url):
         cfg = tmp_path / "config.yaml"
         cfg.write_text(f"database: {db_url}\nctgov: {{base_url: '{api.base_url}', requests_per_minute: 60000}}\n"
                        f"trials: [{', '.join(ids)}]\nschedule: '0 3 * * *'\n")
-        proc = start_daemon(cfg)
         store = st.open_store(db_url)
-        try:
-            assert wait_for(lambda: any(p.finished_at for p in polls(store))), proc.stderr.read() if proc.poll() is not None else ""
-            proc.send_signal(signal.SIGTERM)
-            out, err = proc.communicate(timeout=20)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+        proc = start_daemon(cfg)
+        out, err = sigterm_when(proc, lambda: any(p.finished_at for p in polls(store)))
         assert proc.returncode == 0, err
         assert "daemon started" in err and "5 trials checked" in err and "stopped after 1 poll" in err
         (p,) = polls(store)
@@ -73,15 +78,9 @@ def test_sigterm_during_a_poll_stops_at_a_step_boundary(tmp_path, db_url):
         # 10 ids per batch at 2 requests a second: the poll takes ~3 s, long enough to interrupt.
         cfg.write_text(f"database: {db_url}\nctgov: {{base_url: '{api.base_url}', requests_per_minute: 120, "
                        f"batch_size: 10}}\ntrials: [{', '.join(ids)}]\n")
-        proc = start_daemon(cfg)
         store = st.open_store(db_url)
-        try:
-            assert wait_for(lambda: len(api.requests) >= 2)
-            proc.send_signal(signal.SIGTERM)
-            out, err = proc.communicate(timeout=20)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+        proc = start_daemon(cfg)
+        out, err = sigterm_when(proc, lambda: len(api.requests) >= 2)
         assert proc.returncode == 0, err
         (p,) = polls(store)
         assert not p.complete and "stopped by a signal" in p.error

@@ -56,3 +56,27 @@ def test_foreign_tables_are_not_touched(tmp_path):
         conn.execute("CREATE TABLE patients (id INTEGER)")
     with pytest.raises(StoreError, match="no trialwatch migration stamp"):
         st.open_store(f"sqlite:///{path}")
+
+
+def test_two_processes_opening_a_fresh_database_at_once_both_succeed(db_url):
+    import threading
+
+    barrier = threading.Barrier(3)
+    opened, failed = [], []
+
+    def open_it():
+        barrier.wait()
+        try:
+            opened.append(st.open_store(db_url))
+        except Exception as e:  # noqa: BLE001 - the assertion below shows it
+            failed.append(e)
+
+    threads = [threading.Thread(target=open_it) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failed == [] and len(opened) == 3
+    assert st.current_revision(opened[0].engine) == st.head_revision()
+    for s in opened:
+        s.close()

@@ -136,7 +136,8 @@ def check(c: Context, nct_ids: tuple[str, ...], as_json: bool) -> None:
     for res in results:
         if res.error is not None:
             failures.append(res.error)
-            click.echo(f"error: {res.nct_id}: {res.error.message}", err=True)
+            if len(results) > 1:  # a lone trial's error is reported once, below
+                click.echo(f"error: {res.nct_id}: {res.error.message}", err=True)
             continue
         if as_json:
             _emit_json(res.to_dict())

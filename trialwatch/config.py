@@ -46,25 +46,28 @@ def _dedupe(values: list[str]) -> list[str]:
     return list(dict.fromkeys(values))
 
 
+def _http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    return value.rstrip("/")
+
+
+# A base URL: http(s), kept as a plain string without the trailing slash.
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+
 # An NCT number, normalised per item so an error points at the item's own line.
 NctId = Annotated[str, AfterValidator(_one_nct)]
 NctList = Annotated[list[NctId], AfterValidator(_dedupe)]
 
 
 class CtgovConfig(_Strict):
-    base_url: str = "https://clinicaltrials.gov/api/v2"
+    base_url: HttpUrl = "https://clinicaltrials.gov/api/v2"
     requests_per_minute: float = Field(50, gt=0, le=100000)
     timeout_s: float = Field(30, gt=0, le=600)
     max_retries: int = Field(5, ge=0, le=20)
     # filter.ids chunk size: keeps URLs well under common 8 KiB limits (100 ids ~ 1.2 KiB).
     batch_size: int = Field(100, ge=1, le=1000)
 
-    @field_validator("base_url")
-    @classmethod
-    def _no_trailing_slash(cls, v: str) -> str:
-        if not v.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return v.rstrip("/")
 
 
 class SmtpConfig(_Strict):
@@ -87,19 +90,13 @@ class EmailConfig(_Strict):
     transport: Literal["smtp", "file", "console"] = "file"
     outbox_dir: str = "outbox"
     smtp: SmtpConfig = SmtpConfig()
-    public_url: str = "http://localhost:8080"
+    public_url: HttpUrl = "http://localhost:8080"
     # Automatic retries of a transient failure: attempt n waits retry_backoff_s * 2**(n-1).
     max_attempts: int = Field(8, ge=1, le=100)
     retry_backoff_s: float = Field(300, ge=0)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    @field_validator("public_url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        if not v.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return v.rstrip("/")
 
 
 class SubscriberConfig(_Strict):

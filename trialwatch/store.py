@@ -319,6 +319,11 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
 
     before = current_revision(engine)
     with engine.begin() as conn:
+        # Two processes starting on a fresh database must not both create it: PostgreSQL
+        # serialises on an advisory lock; SQLite transactions here begin IMMEDIATE. Alembic
+        # then reads the version inside the lock and finds nothing left to do.
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7274201)")
         command.upgrade(_alembic_config(conn), revision)
     return before, current_revision(engine)
 
