@@ -261,7 +261,7 @@ def make_engine(url: str) -> Engine:
             @event.listens_for(engine, "connect")
             def _sqlite_pragmas(dbapi_conn, _record):  # noqa: ANN001
                 cur = dbapi_conn.cursor()
-                cur.execute("PRAGMA journal_mode=WAL")
+                _wal(cur)
                 cur.execute("PRAGMA synchronous=NORMAL")
                 cur.execute("PRAGMA foreign_keys=ON")
                 cur.close()
@@ -277,6 +277,27 @@ def make_engine(url: str) -> Engine:
     except (SQLAlchemyError, ImportError, ValueError) as e:
         raise StoreError(f"cannot use database {_safe_url(url)}: {e}") from None
     return engine
+
+
+def _wal(cur) -> None:  # noqa: ANN001
+    """Switch a SQLite file to WAL (it stays so). On a brand-new file that another process is
+    creating, the switch can answer 'database is locked' at once, without the busy timeout:
+    wait and retry briefly."""
+    import sqlite3
+    import time
+
+    for _ in range(100):
+        try:
+            if cur.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                return
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e):
+                raise
+            time.sleep(0.05)
+    raise StoreError("the SQLite database stayed locked while switching it to WAL mode",
+                     hint="Another process holds it; try again.")
 
 
 def _safe_url(url: str) -> str:
@@ -317,13 +338,19 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
     """Run Alembic migrations up to ``revision``; returns (before, after)."""
     from alembic import command
 
-    before = current_revision(engine)
+    from alembic.runtime.migration import MigrationContext
+    from sqlalchemy import inspect
+
     with engine.begin() as conn:
         # Two processes starting on a fresh database must not both create it: PostgreSQL
-        # serialises on an advisory lock; SQLite transactions here begin IMMEDIATE. Alembic
-        # then reads the version inside the lock and finds nothing left to do.
+        # serialises on an advisory lock; SQLite transactions here begin IMMEDIATE. What is
+        # there is read inside the lock, so the second finds the first's work done.
         if conn.dialect.name == "postgresql":
             conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7274201)")
+        before = MigrationContext.configure(conn).get_current_revision()
+        if before is None and (set(inspect(conn).get_table_names()) - {"alembic_version"}):
+            raise StoreError(f"database {_safe_url(str(engine.url))} has tables but no trialwatch "
+                             "migration stamp", hint="Point 'database' at an empty database or at trialwatch's own.")
         command.upgrade(_alembic_config(conn), revision)
     return before, current_revision(engine)
 
@@ -673,14 +700,9 @@ def open_store(url: str, *, create: bool = True) -> Store:
         current = current_revision(engine)
         head = head_revision()
         if current is None:
-            from sqlalchemy import inspect
-
-            if inspect(engine).get_table_names():
-                raise StoreError(f"database {_safe_url(url)} has tables but no trialwatch migration stamp",
-                                 hint="Point 'database' at an empty database or at trialwatch's own.")
             if not create:
                 raise StoreError(f"database {_safe_url(url)} is empty", hint="Run 'trialwatch db upgrade'.")
-            upgrade(engine)
+            upgrade(engine)  # creates it, unless another process just did (checked under a lock)
         elif current != head:
             from alembic.script import ScriptDirectory
 
