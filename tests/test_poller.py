@@ -285,3 +285,26 @@ def test_a_weekly_full_sweep_notices_a_removed_record_that_incremental_polls_can
         sweep = poller.poll(store, config, send=False)
         assert sweep.complete and sweep.full and sweep.events == 1
         assert store.trial(ids[0]).gone_at is not None
+
+
+def test_two_poll_processes_started_together_produce_no_duplicates(db_url, tmp_path):
+    import subprocess
+    import sys
+
+    records = clones(150)
+    ids = [r["protocolSection"]["identificationModule"]["nctId"] for r in records]
+    with StandIn(records, data_timestamp=DAY1) as api:
+        cfg = tmp_path / "config.yaml"
+        cfg.write_text(f"database: {db_url}\nctgov: {{base_url: '{api.base_url}', requests_per_minute: 60000}}\n"
+                       f"trials: [{', '.join(ids)}]\n")
+        st.open_store(db_url).close()  # created once, as `trialwatch db upgrade` would
+        cmd = [sys.executable, "-m", "trialwatch.cli", "--config", str(cfg), "poll", "--json"]
+        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        results = [(p.wait(timeout=120), p.stdout.read(), p.stderr.read()) for p in procs]
+        codes = sorted(code for code, _, _ in results)
+        assert codes in ([0, 0], [0, 5]), results
+        if codes == [0, 5]:
+            assert any("another poll holds the lock" in err for _, _, err in results)
+        store = st.open_store(db_url)
+        assert count(store, st.Snapshot) == 150 and count(store, st.ChangeRow) == 0
+        store.close()
