@@ -21,6 +21,10 @@ def test_models_and_migrations_agree(db_url):
     s.close()
 
 
+def test_the_revision_the_code_expects_is_alembics_head():
+    assert st.SCHEMA_REVISION == st.head_revision()
+
+
 def test_fresh_database_is_created_at_head(db_url):
     s = st.open_store(db_url)
     assert st.current_revision(s.engine) == st.head_revision()

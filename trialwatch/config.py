@@ -303,13 +303,18 @@ def load(path: str | os.PathLike[str] | None = None, *, search_default: bool = T
 
 
 def loads(text: str, *, source: str = "<config>") -> Config:
+    # One parse: the node tree gives line numbers, the same tree gives the data. The C loader
+    # when PyYAML has it (a 10,000-trial watch list parses in milliseconds, not seconds).
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
         raise ConfigError(f"{where}: not valid YAML: {getattr(e, 'problem', None) or e}") from None
+    finally:
+        loader.dispose()
     if data is None:
         data = {}
     if not isinstance(data, dict):

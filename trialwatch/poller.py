@@ -21,7 +21,7 @@ import threading
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
-from .errors import CtgovError, TrialNotFound
+from .errors import CtgovError, InvalidNctId, TrialNotFound
 
 if TYPE_CHECKING:
     from .config import Config, SearchConfig
@@ -204,6 +204,7 @@ class _Cycle:
         self.renew = renew
         self.done: set[str] = set()      # fetched (and stored) in this cycle
         self.changed: set[str] = set()
+        self.links: dict[str, str] = {}  # record received -> the expanded-access record it names
 
     def checkpoint(self) -> None:
         if self.stop.is_set():
@@ -272,11 +273,17 @@ class _Cycle:
 
     # -- fetching ---------------------------------------------------------------------------
     def _store(self, raw: dict, *, requested: str | None = None, linked_from: str | None = None) -> str:
-        from .record import nct_of
+        from .record import get, nct_of, normalize_nct
 
         rec = self.store.record_fetch(raw, ignore=self.config.ignore, requested_id=requested,
                                       linked_from=linked_from)
         nct = nct_of(raw)
+        ea = get(raw, "protocolSection.statusModule.expandedAccessInfo.nctId")
+        if ea:
+            try:
+                self.links[nct] = normalize_nct(ea)
+            except InvalidNctId:
+                log.warning("%s names expanded-access record %r, which is not an NCT number", nct, ea)
         if nct not in self.done:
             self.done.add(nct)
             self.report.trials_checked += 1
@@ -327,31 +334,19 @@ class _Cycle:
         self._store(got.record, requested=nct)
 
     def _follow_links(self) -> None:
-        """Expanded-access records named by a fetched trial are followed as related records."""
+        """Expanded-access records named by a record received in this cycle are followed as
+        related records. Only received records can name a new link: an unchanged record's
+        links were followed when it was last received, and are in ``watched_ids`` since."""
         from sqlalchemy import select
 
-        from .record import get
         from .store import Trial
 
-        links: dict[str, str] = {}
-        for nct in sorted(self.done):
-            raw = self.store.latest_record(nct)
-            ea = get(raw, "protocolSection.statusModule.expandedAccessInfo.nctId")
-            if ea:
-                try:
-                    from .record import normalize_nct
-
-                    ea = normalize_nct(ea)
-                except Exception:  # noqa: BLE001 - a malformed link is not worth a failed poll
-                    continue
-                if ea not in self.done:
-                    links[ea] = nct
+        links = {ea: nct for nct, ea in self.links.items() if ea not in self.done}
         if not links:
             return
         with self.store.session() as s:
             known = set(s.scalars(select(Trial.nct_id).where(Trial.nct_id.in_(list(links)))))
-        new = [i for i in links if i not in known]
-        for i in new:
+        for i in [i for i in links if i not in known]:
             self.checkpoint()
             try:
                 got = self.client.study(i)
@@ -359,7 +354,6 @@ class _Cycle:
                 log.warning("%s links expanded-access record %s, which is not found", links[i], i)
                 continue
             self._store(got.record, requested=i, linked_from=f"expanded_access:{links[i]}")
-        # Known linked records are in watched_ids() from now on and fetched in batches.
 
     # -- saved searches ---------------------------------------------------------------------
     def _run_search(self, search: "SearchConfig") -> None:

@@ -327,11 +327,20 @@ def head_revision() -> str:
     return ScriptDirectory.from_config(_alembic_config()).get_current_head()
 
 
+# The migration this code's models match (the head of migrations/versions). Kept here so that
+# opening a database reads one row instead of importing Alembic and parsing every migration;
+# tests/test_migrations.py checks it equals Alembic's head.
+SCHEMA_REVISION = "0001"
+
+
 def current_revision(engine: Engine) -> str | None:
-    from alembic.runtime.migration import MigrationContext
+    """The database's migration stamp, or None for a database trialwatch never touched."""
+    from sqlalchemy import inspect, text
 
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
 def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
@@ -450,24 +459,26 @@ class Store:
             return rows
         s.add_all(rows)
         s.flush()
-        for sub in self._interested(s, nct_id, search):
-            floor = SEVERITY_RANK[sub.min_severity]
+        for sub_id, min_severity in self._interested(s, nct_id, search):
+            floor = SEVERITY_RANK[min_severity]
             for row in rows:
                 if row.rank >= floor:
-                    s.add(OutboxRow(subscriber_id=sub.id, change_id=row.id, created_at=at))
+                    s.add(OutboxRow(subscriber_id=sub_id, change_id=row.id, created_at=at))
         return rows
 
-    def _interested(self, s: Session, nct_id: str, search: str | None) -> list[Subscriber]:
-        """Active subscribers to this trial, or to a search it belongs (or belonged) to."""
+    def _interested(self, s: Session, nct_id: str, search: str | None) -> list[tuple[int, str]]:
+        """(id, min_severity) of active subscribers to this trial, or to a search it belongs
+        (or belonged) to. Columns only: loading Subscriber objects would load every one of
+        their subscriptions too."""
         searches = set(s.scalars(select(SearchMember.search).where(SearchMember.nct_id == nct_id)))
         if search:
             searches.add(search)
-        q = (select(Subscriber).join(Subscription)
+        q = (select(Subscriber.id, Subscriber.min_severity).join(Subscription)
              .where(Subscriber.state == "active")
              .where(((Subscription.kind == "trial") & (Subscription.target == nct_id))
                     | ((Subscription.kind == "search") & (Subscription.target.in_(searches or {""}))))
              .distinct())
-        return list(s.scalars(q))
+        return [(i, m) for i, m in s.execute(q)]
 
     @staticmethod
     def _load_blob(s: Session, digest: str) -> dict:
@@ -698,7 +709,7 @@ def open_store(url: str, *, create: bool = True) -> Store:
     engine = make_engine(url)
     try:
         current = current_revision(engine)
-        head = head_revision()
+        head = SCHEMA_REVISION
         if current is None:
             if not create:
                 raise StoreError(f"database {_safe_url(url)} is empty", hint="Run 'trialwatch db upgrade'.")
