@@ -98,12 +98,7 @@ def cli(ctx: click.Context, config_path: str | None, verbose: int) -> None:
 def _normalize_all(ids: tuple[str, ...]) -> list[str]:
     from .record import normalize_nct
 
-    out: list[str] = []
-    for raw in ids:
-        n = normalize_nct(raw)
-        if n not in out:
-            out.append(n)
-    return out
+    return list(dict.fromkeys(normalize_nct(raw) for raw in ids))
 
 
 def _emit_json(obj: Any) -> None:

@@ -246,10 +246,11 @@ class Config(_Strict):
 
     def all_trials(self) -> list[str]:
         """Trials named anywhere in the file: the watch list and every subscriber's."""
-        out = list(self.trials)
+        # dict keeps first-seen order and makes this linear (10,000 trials: ms, not seconds).
+        out = dict.fromkeys(self.trials)
         for sub in self.subscribers:
-            out.extend(t for t in sub.trials if t not in out)
-        return out
+            out.update(dict.fromkeys(sub.trials))
+        return list(out)
 
     def search(self, name: str) -> SearchConfig:
         for s in self.searches:
