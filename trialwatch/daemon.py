@@ -32,6 +32,7 @@ class Daemon:
         self.stop = threading.Event()
         self.polls = 0
         self._scheduler = None
+        self._client = None
 
     def poll_once(self) -> None:
         """The scheduled job: one poll; errors are logged, never kill the daemon."""
@@ -39,7 +40,7 @@ class Daemon:
 
         if self.stop.is_set():
             return
-        client = self.client_factory() if self.client_factory else None
+        client = self.client()
         try:
             poll(self.store, self.config, client=client, stop=self.stop)
         except LockHeld as e:
@@ -50,8 +51,15 @@ class Daemon:
             log.exception("poll failed unexpectedly; the next run will try again")
         finally:
             self.polls += 1
-            if client is not None:
-                client.close()
+
+    def client(self):  # noqa: ANN201
+        """One API client for the daemon's life: its connection pool and TLS context are
+        built once, not at every poll."""
+        if self._client is None:
+            from .ctgov import Client
+
+            self._client = self.client_factory() if self.client_factory else Client.from_config(self.config.ctgov)
+        return self._client
 
     def run(self, *, poll_now: bool = False, install_signals: bool = True) -> int:
         from apscheduler.schedulers.background import BackgroundScheduler
@@ -74,6 +82,8 @@ class Daemon:
         self.stop.wait()
         log.info("stopping: letting the current step finish")
         sched.shutdown(wait=True)
+        if self._client is not None:
+            self._client.close()
         log.info("stopped after %d poll(s)", self.polls)
         return 0
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
@@ -205,11 +206,16 @@ class _Cycle:
         self.done: set[str] = set()      # fetched (and stored) in this cycle
         self.changed: set[str] = set()
         self.links: dict[str, str] = {}  # record received -> the expanded-access record it names
+        self.renewed_at = time.monotonic()  # the lease was just taken
 
     def checkpoint(self) -> None:
         if self.stop.is_set():
             raise Stopped()
-        self.renew()
+        # Renew the hour-long lease once a minute, not at every batch: each renewal is a write.
+        now = time.monotonic()
+        if now - self.renewed_at >= 60:
+            self.renew()
+            self.renewed_at = now
 
     def run(self, *, force: bool) -> None:
         version = self.client.version()
