@@ -4,7 +4,8 @@ stand-in. Nothing leaves the machine.
 
 She subscribes through the form, follows the link in the confirmation email, gets a digest when
 the trial's status changes, unsubscribes through the digest's link, and then gets nothing.
-The pages are photographed into docs/ on the way (desktop and phone).
+The pages are photographed on the way (desktop and phone): into the test's temporary folder,
+or into docs/ when TRIALWATCH_SCREENSHOTS=docs is set (how docs/web-*.png are refreshed).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import re
 import socket
 import threading
 import time
+import os
 from pathlib import Path
 
 import pytest
@@ -28,7 +30,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")]
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+DOCS_DIR = Path(__file__).resolve().parent.parent / "docs"
 TRIAL = "NCT03281889"      # recruiting, two sites, a central contact
 NEIGHBOUR = "NCT02513394"  # a second watched trial, so the index is not a list of one
 SECRET = "browser-test-secret-0123456789"
@@ -139,7 +141,9 @@ def _link(msg, path: str) -> str:
     return m.group(1)
 
 
-def test_a_physician_subscribes_confirms_gets_a_digest_and_unsubscribes(site, smtp_server, api, browser, record):
+def test_a_physician_subscribes_confirms_gets_a_digest_and_unsubscribes(site, smtp_server, api, browser, record,
+                                                                       tmp_path):
+    DOCS = DOCS_DIR if os.environ.get("TRIALWATCH_SCREENSHOTS") == "docs" else tmp_path
     cfg, store, base = site
     _poll(cfg, store, api, "2026-11-25T09:00:05")          # first look: snapshots, no changes
     dr = "dr.grace@hospital.example.org"
