@@ -64,6 +64,9 @@ def test_json_object_is_stable_and_alone_on_stdout(run):
     assert obj["nct_id"] == NCT and obj["status"] == "ACTIVE_NOT_RECRUITING"
     assert obj["enrollment"] == {"count": 75, "type": "ESTIMATED"} or obj["enrollment"]["count"] == 75
     assert obj["first_snapshot"] is True and obj["changes"] == []
+    assert obj["central_contacts"] == [{"name": "Synthetic Study Coordinator", "role": "CONTACT",
+                                        "phone": "507-555-0142", "email": "als-msc-study@example.org"}]
+    assert obj["expanded_access"] == {"has_expanded_access": True, "nct_id": "NCT99268603", "status": "AVAILABLE"}
 
 
 def test_status_and_enrollment_change_is_reported_once(run, api, record):

@@ -7,7 +7,7 @@ Library code under the CLI command: ``check_trials(store, config, ids)`` returns
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import CtgovError, TrialNotFound, TrialwatchError
@@ -48,8 +48,8 @@ class CheckResult:
             "completion_date": s.completion_date,
             "has_results": s.has_results,
             "sites_by_status": dict(s.sites_by_status),
-            "central_contacts": [c.to_dict() if hasattr(c, "to_dict") else c for c in s.central_contacts],
-            "expanded_access": s.expanded_access.to_dict() if hasattr(s.expanded_access, "to_dict") else s.expanded_access,
+            "central_contacts": [asdict(c) for c in s.central_contacts],
+            "expanded_access": asdict(s.expanded_access) if s.expanded_access else None,
             "url": s.url,
             "first_snapshot": bool(r and r.first),
             "changed": bool(r and r.stored and not r.first),

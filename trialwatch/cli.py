@@ -288,7 +288,7 @@ def send(c: Context, dry_run: bool, as_json: bool) -> None:
     if as_json:
         _emit_json(report.to_dict())
     else:
-        click.echo(report.describe() if hasattr(report, "describe") else str(report.to_dict()))
+        click.echo(report.describe())
     if report.failed and not dry_run:
         from .errors import MailError
 

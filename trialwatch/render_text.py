@@ -24,7 +24,7 @@ def _when(t: Any) -> str:
 
 def change_line(ch: Any) -> list[str]:
     """One change as lines: severity, label, old -> new; a diff detail indented below."""
-    old, new = ch.old_value if hasattr(ch, "old_value") else ch.old, ch.new_value if hasattr(ch, "new_value") else ch.new
+    old, new = ch.old_value, ch.new_value  # a stored ChangeRow: JSON decoded
     lines = [f"  {SEVERITY_MARK.get(ch.severity, '  ')} [{ch.severity}] {ch.label}: {_value(old)} → {_value(new)}"]
     if ch.detail:
         lines.extend("        " + ln for ln in ch.detail.splitlines()[:40])
