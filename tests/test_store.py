@@ -9,6 +9,8 @@ import pytest
 from sqlalchemy import func, select
 
 from trialwatch import store as st
+from sqlalchemy.exc import IntegrityError
+
 from trialwatch.errors import StoreError
 
 from conftest import RECORDS
@@ -198,3 +200,31 @@ def test_alias_is_remembered(store, record):
     store.record_fetch(rec, requested_id="NCT00000001")
     assert store.resolve_alias("NCT00000001") == "NCT03934567"
     assert store.resolve_alias("NCT03934567") == "NCT03934567"
+
+
+def test_a_writer_that_loses_the_race_with_different_content_stores_its_version_after(store, record, monkeypatch):
+    """The collision is retried against the winner's snapshot, so a different version is not lost."""
+    rec = record("NCT03934567")
+    store.record_fetch(rec)
+    winner = record("NCT03934567")
+    winner["protocolSection"]["statusModule"]["overallStatus"] = "RECRUITING"
+    loser = record("NCT03934567")
+    loser["protocolSection"]["statusModule"]["overallStatus"] = "SUSPENDED"
+    real = st.Store._record_fetch
+    calls = []
+
+    def racing(self, record, **kw):
+        calls.append(record["protocolSection"]["statusModule"]["overallStatus"])
+        if len(calls) == 1:
+            # The other writer commits its version between our read and our insert, and our
+            # insert meets UNIQUE(nct_id, seq).
+            real(self, winner, **kw)
+            raise IntegrityError("INSERT INTO snapshots", {}, Exception("UNIQUE constraint failed"))
+        return real(self, record, **kw)
+
+    monkeypatch.setattr(st.Store, "_record_fetch", racing)
+    res = store.record_fetch(loser)
+    assert res.raced and res.stored
+    assert [(c.field, c.old_value, c.new_value) for c in res.changes] == [
+        ("overall_status", "RECRUITING", "SUSPENDED")]
+    assert counts(store)["snapshots"] == 3

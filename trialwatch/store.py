@@ -382,7 +382,28 @@ class Store:
                      ignore: Sequence[str] = (), requested_id: str | None = None,
                      linked_from: str | None = None) -> "Recorded":
         """Store one fetched record: a snapshot if its content changed, its changes, and the
-        outbox rows for every active subscriber they concern, all in one transaction."""
+        outbox rows for every active subscriber they concern, all in one transaction.
+
+        When another writer appended to the same chain first (the UNIQUE(nct_id, seq)
+        collision), the attempt is rolled back and made once more against the new latest
+        snapshot: the same content is then a no-op, different content a version of its own."""
+        try:
+            return self._record_fetch(record, fetched_at=fetched_at, ignore=ignore,
+                                      requested_id=requested_id, linked_from=linked_from)
+        except IntegrityError:
+            pass
+        try:
+            res = self._record_fetch(record, fetched_at=fetched_at, ignore=ignore,
+                                     requested_id=requested_id, linked_from=linked_from)
+        except IntegrityError as e:
+            raise StoreError(f"could not store {rec.nct_of(record)}: the database refused it twice "
+                             f"({e.orig})", hint="Another trialwatch may be writing the same trial; "
+                             "try again.") from None
+        res.raced = True
+        return res
+
+    def _record_fetch(self, record: dict, *, fetched_at: dt.datetime | None, ignore: Sequence[str],
+                      requested_id: str | None, linked_from: str | None) -> "Recorded":
         if not rec.is_study(record):
             raise StoreError("refusing to store a body that is not a study record")
         nct_id = rec.nct_of(record)
@@ -431,10 +452,6 @@ class Store:
                                 stored=True, changes=rows,
                                 previous_fetched_at=latest.fetched_at if latest else None,
                                 previous_checked_at=previous_checked_at)
-        except IntegrityError:
-            # Another writer appended the same version first: theirs stands, ours is a no-op.
-            return Recorded(nct_id=nct_id, snapshot_id=None, first=False, stored=False,
-                            changes=[], raced=True)
         except OperationalError as e:
             raise StoreError(f"database error while storing {nct_id}: {e.orig}") from None
 
