@@ -308,3 +308,25 @@ def test_two_poll_processes_started_together_produce_no_duplicates(db_url, tmp_p
         store = st.open_store(db_url)
         assert count(store, st.Snapshot) == 150 and count(store, st.ChangeRow) == 0
         store.close()
+
+
+def test_a_search_that_matched_nothing_at_first_reports_its_first_match(store, db_url):
+    records = clones(2)
+    for r in records:
+        r["protocolSection"].setdefault("conditionsModule", {})["conditions"] = ["Amyotrophic Lateral Sclerosis"]
+        r["protocolSection"]["statusModule"]["overallStatus"] = "COMPLETED"
+    search = ("searches:\n  - name: als\n    condition: amyotrophic lateral sclerosis\n"
+              "    status: [RECRUITING]\n")
+    with StandIn(records, data_timestamp=DAY1) as api:
+        config = make_config(api, db_url, [], search)
+        first = poller.poll(store, config, send=False)
+        assert first.complete and first.trials_checked == 0 and first.events == 0
+        # An empty result set is still a run: the next poll on the same data is one request.
+        assert poller.poll(store, config, send=False).skipped
+        api.put(change_status(records[1], "RECRUITING", updated="2026-11-25"))
+        api.set_data_timestamp(DAY2)
+        report = poller.poll(store, config, send=False)
+        assert report.events == 1
+        with store.session() as s:
+            (event,) = s.scalars(select(st.ChangeRow).where(st.ChangeRow.field == "search_match"))
+        assert event.nct_id == records[1]["protocolSection"]["identificationModule"]["nctId"]

@@ -271,10 +271,10 @@ class _Cycle:
     def _never_run_searches(self) -> set[str]:
         from sqlalchemy import select
 
-        from .store import SearchMember
+        from .store import SavedSearchRun
 
         with self.store.session() as s:
-            ran = set(s.scalars(select(SearchMember.search).distinct()))
+            ran = set(s.scalars(select(SavedSearchRun.name)))
         return {x.name for x in self.config.searches} - ran
 
     # -- fetching ---------------------------------------------------------------------------
@@ -367,7 +367,7 @@ class _Cycle:
 
         from .diff import Change
         from .record import words
-        from .store import SearchMember, Trial, utcnow
+        from .store import SavedSearchRun, SearchMember, Trial, utcnow
 
         result = self.client.search(search.query_params(), max_results=search.max_results)
         if result.capped:
@@ -379,7 +379,9 @@ class _Cycle:
         with self.store.session() as s:
             members = {m.nct_id: m.active for m in s.scalars(
                 select(SearchMember).where(SearchMember.search == search.name))}
-        baseline = not members  # first run: record membership silently, like a first snapshot
+            # First run: record membership silently, like a first snapshot. A search that
+            # matched nothing at first has still run: what it matches later is news.
+            baseline = s.get(SavedSearchRun, search.name) is None
         joined = [i for i in ids if not members.get(i)]
         # A capped result set cannot tell who left.
         left = [] if result.capped else [i for i, active in members.items() if active and i not in ids]
@@ -396,6 +398,11 @@ class _Cycle:
                     m.active, m.last_seen = True, now
             for i in left:
                 rows[i].active = False
+            run = s.get(SavedSearchRun, search.name)
+            if run is None:
+                s.add(SavedSearchRun(name=search.name, first_run_at=now, last_run_at=now, last_count=len(ids)))
+            else:
+                run.last_run_at, run.last_count = now, len(ids)
             statuses = {t.nct_id: (t.overall_status, t.gone_at) for t in s.scalars(
                 select(Trial).where(Trial.nct_id.in_(left)))} if left else {}
             if baseline:

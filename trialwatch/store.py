@@ -240,6 +240,17 @@ class Lock(Base):
     lease_until: Mapped[dt.datetime] = mapped_column(DateTime)
 
 
+class SavedSearchRun(Base):
+    """That a saved search has run, so its first result set (even an empty one) is the
+    baseline and later joiners are news."""
+
+    __tablename__ = "saved_searches"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    first_run_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    last_run_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    last_count: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class SearchMember(Base):
     __tablename__ = "search_members"
     search: Mapped[str] = mapped_column(String(64), primary_key=True)

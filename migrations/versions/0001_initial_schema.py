@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 16:17:16.366321
+Create Date: 2026-11-25 16:51:12.572797
 """
 from alembic import op
 import sqlalchemy as sa
@@ -54,6 +54,13 @@ def upgrade() -> None:
     with op.batch_alter_table('rate_events', schema=None) as batch_op:
         batch_op.create_index('ix_rate_events_kind_key_at', ['kind', 'key', 'at'], unique=False)
 
+    op.create_table('saved_searches',
+    sa.Column('name', sa.String(length=64), nullable=False),
+    sa.Column('first_run_at', sa.DateTime(), nullable=False),
+    sa.Column('last_run_at', sa.DateTime(), nullable=False),
+    sa.Column('last_count', sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint('name')
+    )
     op.create_table('search_members',
     sa.Column('search', sa.String(length=64), nullable=False),
     sa.Column('nct_id', sa.String(length=11), nullable=False),
@@ -220,6 +227,7 @@ def downgrade() -> None:
     op.drop_table('trial_aliases')
     op.drop_table('subscribers')
     op.drop_table('search_members')
+    op.drop_table('saved_searches')
     with op.batch_alter_table('rate_events', schema=None) as batch_op:
         batch_op.drop_index('ix_rate_events_kind_key_at')
 
