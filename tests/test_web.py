@@ -553,3 +553,79 @@ def test_the_app_refuses_to_start_without_a_signing_key(cfg, monkeypatch):
     monkeypatch.delenv("TRIALWATCH_SECRET_KEY")
     with pytest.raises(configmod.ConfigError):
         create_app(cfg)
+
+
+# -- review fixes -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("body", [{"csrf_token": "é" * 64}, "csrf_token=%ff%fe%fd&email=x%40example.org"])
+def test_a_csrf_token_with_non_ascii_characters_is_refused_not_a_crash(client, db, body):
+    client.get("/subscribe")    # a cookie to compare against
+    if isinstance(body, dict):
+        page = client.post("/subscribe", data={**body, "email": "x@example.org", "trials": [WATCHED]})
+    else:
+        page = client.post("/subscribe", content=body.encode(),
+                           headers={"content-type": "application/x-www-form-urlencoded"})
+    assert page.status_code == 403
+    assert page.headers["x-frame-options"] == "DENY"
+    assert subscriber(db, "x@example.org") is None
+
+
+def test_even_an_error_outside_the_page_handlers_has_the_security_headers(cfg, db):
+    app = create_app(cfg, db)
+
+    def boom(request, form):  # noqa: ANN001
+        raise RuntimeError("bug")
+
+    app.state.web._csrf_ok = boom
+    with TestClient(app, base_url="https://trials.example.org", raise_server_exceptions=False) as c:
+        c.get("/subscribe")
+        page = c.post("/subscribe", data={"csrf_token": "x"})
+    assert page.status_code == 500 and "bug" not in page.text
+    for name, value in SECURITY_HEADERS:
+        assert page.headers.get(name.decode()) == value.decode(), name
+
+
+def test_a_405_names_the_allowed_methods(client):
+    page = client.put("/subscribe")
+    assert page.status_code == 405
+    assert set(page.headers["allow"].replace(" ", "").split(",")) >= {"GET", "POST"}
+    assert page.headers["x-frame-options"] == "DENY"
+
+
+def test_feeds_have_an_author_and_a_self_link(client):
+    for path in (f"/trials/{OTHER}/feed.atom", "/searches/epilepsy/feed.atom"):
+        root = _atom(client.get(path))
+        # RFC 4287 4.1.1: atom:author is required when the entries carry none.
+        assert root.find(f"{ATOM}author/{ATOM}name") is not None, path
+        links = {link.get("rel"): link.get("href") for link in root.findall(f"{ATOM}link")}
+        assert links["self"] == f"https://trials.example.org{path}", path
+        assert not links.get("alternate", "").endswith(".atom"), path
+
+
+def test_a_feed_of_record_text_with_control_characters_is_still_valid_xml(client, db):
+    db.add_events(WATCHED, [Change("x", "Lab\x0bel", None, "A\x01B", "minor", site="Site\x0c", detail="d\x00e")])
+    entry = _atom(client.get(f"/trials/{WATCHED}/feed.atom")).find(f"{ATOM}entry")
+    assert "Label" in entry.findtext(f"{ATOM}title") and "AB" in entry.findtext(f"{ATOM}title")
+    assert "de" in entry.findtext(f"{ATOM}content")
+
+
+def test_the_store_is_opened_once_by_concurrent_first_requests(cfg, db, monkeypatch):
+    import threading
+
+    from trialwatch import store as storemod
+
+    opened = []
+
+    def slow_open(url):  # noqa: ANN001
+        opened.append(url)
+        time.sleep(0.2)
+        return db
+
+    monkeypatch.setattr(storemod, "open_store", slow_open)
+    with TestClient(create_app(cfg), base_url="https://trials.example.org") as c:
+        threads = [threading.Thread(target=c.get, args=("/healthz",)) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert len(opened) == 1

@@ -4,6 +4,7 @@ digests carry). A feed reader polls these instead of getting mail."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import TYPE_CHECKING
 
 from . import record as rec
@@ -13,6 +14,13 @@ if TYPE_CHECKING:
     from .store import ChangeRow, Store
 
 MAX_ENTRIES = 200
+# Characters XML 1.0 forbids (lxml refuses them): C0 controls but tab, LF, CR; lone surrogates;
+# U+FFFE/U+FFFF. Registry text can carry them; they are dropped rather than failing the feed.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _x(text: str) -> str:
+    return _NOT_XML.sub("", text)
 
 
 def trial_feed(store: "Store", config: "Config", nct_id: str) -> bytes:
@@ -26,7 +34,8 @@ def trial_feed(store: "Store", config: "Config", nct_id: str) -> bytes:
         rows = list(s.scalars(select(ChangeRow).where(ChangeRow.nct_id == nct_id)
                               .order_by(ChangeRow.detected_at.desc(), ChangeRow.id.desc()).limit(MAX_ENTRIES)))
     base = config.email.public_url
-    return _feed(f"{base}/trials/{nct_id}", f"Changes to {title}", rows, base)
+    return _feed(f"{base}/trials/{nct_id}", f"Changes to {title}", rows, base,
+                 self_url=f"{base}/trials/{nct_id}/feed.atom", page_url=f"{base}/trials/{nct_id}")
 
 
 def search_feed(store: "Store", config: "Config", name: str) -> bytes:
@@ -41,27 +50,32 @@ def search_feed(store: "Store", config: "Config", name: str) -> bytes:
                               .where(or_(ChangeRow.search == name, ChangeRow.nct_id.in_(members)))
                               .order_by(ChangeRow.detected_at.desc(), ChangeRow.id.desc()).limit(MAX_ENTRIES)))
     base = config.email.public_url
-    return _feed(f"{base}/searches/{name}/feed.atom", f"Saved search {name}", rows, base)
+    return _feed(f"{base}/searches/{name}/feed.atom", f"Saved search {name}", rows, base,
+                 self_url=f"{base}/searches/{name}/feed.atom", page_url=f"{base}/")
 
 
-def _feed(feed_id: str, title: str, rows: list["ChangeRow"], base: str) -> bytes:
+def _feed(feed_id: str, title: str, rows: list["ChangeRow"], base: str, *, self_url: str,
+          page_url: str) -> bytes:
     from feedgen.feed import FeedGenerator
 
     fg = FeedGenerator()
     fg.id(feed_id)
-    fg.title(title)
-    fg.link(href=feed_id, rel="alternate")
+    fg.title(_x(title))
+    # RFC 4287 4.1.1: a feed MUST have an author unless every entry has one.
+    fg.author({"name": "trialwatch"})
+    fg.link(href=page_url, rel="alternate", type="text/html")
+    fg.link(href=self_url, rel="self", type="application/atom+xml")
     fg.generator("trialwatch")
     fg.updated(_utc(rows[0].detected_at) if rows else dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc))
     # feedgen prepends entries; add oldest first so the feed reads newest first.
     for row in reversed(rows):
         entry = fg.add_entry()
         entry.id(f"{base}/trials/{row.nct_id}#change-{row.id}")
-        entry.title(f"{row.nct_id} — {row.label}: {rec.words(row.old_value)} → {rec.words(row.new_value)}")
+        entry.title(_x(f"{row.nct_id} — {row.label}: {rec.words(row.old_value)} → {rec.words(row.new_value)}"))
         entry.link(href=f"{base}/trials/{row.nct_id}")
         entry.updated(_utc(row.detected_at))
         entry.published(_utc(row.detected_at))
-        entry.category(term=row.severity)
+        entry.category(term=_x(row.severity))
         lines = [f"{row.label} ({row.severity})", f"Before: {rec.words(row.old_value)}",
                  f"After: {rec.words(row.new_value)}"]
         if row.site:
@@ -71,7 +85,7 @@ def _feed(feed_id: str, title: str, rows: list["ChangeRow"], base: str) -> bytes
         if row.detail:
             lines += ["", row.detail]
         # Plain text content: feed readers never interpret record text as markup.
-        entry.content("\n".join(lines), type="text")
+        entry.content(_x("\n".join(lines)), type="text")
     return fg.atom_str(pretty=True)
 
 

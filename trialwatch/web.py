@@ -23,6 +23,7 @@ import hmac
 import logging
 import re
 import secrets
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -87,6 +88,7 @@ class Web:
 
         self.config = config
         self._store = store
+        self._store_lock = threading.Lock()
         # Fails fast with a ConfigError naming the variable: every link we mail is signed.
         self.secret = config.secret_key()
         self.secure_cookies = config.email.public_url.startswith("https://")
@@ -100,10 +102,14 @@ class Web:
     def store(self) -> "Store":
         # Opened on first use, not at start-up, so /healthz can answer 503 while the database
         # is unreachable and recover once it is back.
+        # Requests run in worker threads: one lock, or the first concurrent requests would each
+        # open (and all but one leak) an engine.
         if self._store is None:
-            from .store import open_store
+            with self._store_lock:
+                if self._store is None:
+                    from .store import open_store
 
-            self._store = open_store(self.config.database_url)
+                    self._store = open_store(self.config.database_url)
         return self._store
 
     def render(self, request: "Request", template: str, status: int = 200, **ctx: Any) -> "Response":
@@ -132,7 +138,10 @@ class Web:
         a cross-site form (which can send the cookie but cannot read it) cannot forge it."""
         nonce = request.cookies.get(CSRF_COOKIE, "")
         sent = form.get(CSRF_FIELD, "") if form is not None else ""
-        return bool(nonce) and isinstance(sent, str) and hmac.compare_digest(sent, self._csrf_token(nonce))
+        # Compared as bytes: compare_digest raises TypeError on a str with non-ASCII characters,
+        # which a forged form can send.
+        return bool(nonce) and isinstance(sent, str) and hmac.compare_digest(
+            sent.encode(), self._csrf_token(nonce).encode())
 
     def page(self, fn: Callable, *, csrf: bool = True) -> Callable:
         """An endpoint: read the form (POST), check CSRF, then run ``fn`` in a worker thread
@@ -582,11 +591,18 @@ def create_app(config: Config, store: "Store | None" = None) -> "Starlette":
     async def http_error(request: "Request", exc: HTTPException) -> "Response":
         if exc.status_code == 404:
             return web.not_found(request)
-        return web.message(request, exc.status_code, "Request not allowed", str(exc.detail))
+        resp = web.message(request, exc.status_code, "Request not allowed", str(exc.detail))
+        # e.g. the Allow header a 405 must carry (RFC 9110 15.5.6).
+        resp.headers.update(exc.headers or {})
+        return resp
 
-    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    class App(Starlette):
+        def build_middleware_stack(self) -> Callable:
+            # Outside Starlette's ServerErrorMiddleware, so even its bare 500 carries the headers.
+            return _SecurityHeaders(super().build_middleware_stack())
+
+    app = App(routes=routes, exception_handlers={HTTPException: http_error})
     app.state.web = web
-    app.add_middleware(_SecurityHeaders)
     return app
 
 
