@@ -175,3 +175,16 @@ def test_make_transport_follows_email_transport(tmp_path):
     assert isinstance(t, FileTransport) and t.dir == tmp_path / "o"
     assert isinstance(make_transport(cfgmod.loads("email: {transport: console}\n")), ConsoleTransport)
     assert isinstance(make_transport(cfgmod.loads("email: {transport: smtp}\n")), SmtpTransport)
+
+
+def test_after_a_421_the_next_message_reconnects_instead_of_failing(smtp_server):
+    # smtplib closes the socket itself on 421 ("closing channel"); the transport must not keep
+    # that dead connection, or the next message of the batch fails (and counts an attempt) too.
+    smtp_server.answer_data("421 4.3.2 service shutting down")
+    t = SmtpTransport(smtp_config(smtp_server))
+    with pytest.raises(TransientMailError):
+        t.send(MSG, "alerts@tw.example.org", ["ana@example.org"])
+    smtp_server.answer_data(None)
+    t.send(MSG, "alerts@tw.example.org", ["bo@example.org"])
+    t.close()
+    assert [m.recipients for m in smtp_server.messages] == [["bo@example.org"]]

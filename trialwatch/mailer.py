@@ -115,8 +115,13 @@ class SmtpTransport:
         if self._conn is None:
             self._conn = self._connect()
         try:
-            # A partial refusal returns a dict and still counts as delivered: the message is out.
-            self._conn.sendmail(sender, recipients, msg)
+            try:
+                # A partial refusal returns a dict and still counts as delivered: the message is out.
+                self._conn.sendmail(sender, recipients, msg)
+            finally:
+                # On a 421 smtplib closes the socket itself; the next message must reconnect.
+                if self._conn is not None and getattr(self._conn, "sock", None) is None:
+                    self._conn = None
         except smtplib.SMTPRecipientsRefused as e:
             codes = [code for code, _ in e.recipients.values()]
             text = "; ".join(f"{r}: {c} {_text(m)}" for r, (c, m) in e.recipients.items())

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import logging
 import secrets
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from email import policy
@@ -44,9 +46,12 @@ if TYPE_CHECKING:
 
     from .config import Config
 
+log = logging.getLogger("trialwatch.notify")
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 # A claimed message must be sent or released within this time, else another send re-queues it.
 LEASE = dt.timedelta(minutes=10)
+# Real elapsed time, so a lease runs from its claim even though ``now`` is fixed per call.
+_clock = time.monotonic
 DIGEST_PERIOD = {"daily": dt.timedelta(days=1), "weekly": dt.timedelta(days=7)}
 # A daily poll that runs a few seconds earlier than yesterday's must not skip a day.
 DIGEST_GRACE = dt.timedelta(hours=1)
@@ -302,17 +307,25 @@ def compose_digests(store: Store, config: "Config", *, now: dt.datetime | None =
         floor = SEVERITY_RANK.get(sub.min_severity, 0)
         keep = [(c, o) for c, o in zip(p.changes, p.outbox_ids) if c.rank >= floor]
         drop = [o for c, o in zip(p.changes, p.outbox_ids) if c.rank < floor]
-        rendered = render_digest(store, config, sub, [c for c, _ in keep], now=now,
-                                 secret_key=secret) if keep else None
+        rendered = built = None
+        if keep:
+            try:
+                rendered = render_digest(store, config, sub, [c for c, _ in keep], now=now,
+                                         secret_key=secret)
+                token = tokens.make(secret, "unsubscribe", sub.id, sub.token_version)
+                built = build_message(config, to=sub.email, name=sub.name, rendered=rendered,
+                                      now=now, unsubscribe_token=token)
+            except Exception:  # noqa: BLE001 - one bad digest must not hold back everyone's mail
+                # Her outbox rows stay unattached, so nothing is lost: a fixed release mails them.
+                log.exception("cannot compose the digest for subscriber %s; her changes stay queued", sub.id)
+                continue
         try:
             with store.session() as s, s.begin():
                 if drop:
                     s.execute(delete(OutboxRow).where(OutboxRow.id.in_(drop), OutboxRow.message_id.is_(None)))
-                if rendered is None:
+                if rendered is None or built is None:
                     continue
-                token = tokens.make(secret, "unsubscribe", sub.id, sub.token_version)
-                body, mid = build_message(config, to=sub.email, name=sub.name, rendered=rendered,
-                                          now=now, unsubscribe_token=token)
+                body, mid = built
                 msg = Message(subscriber_id=sub.id, kind="digest", recipient=sub.email,
                               rfc_message_id=mid, subject=rendered.subject, body=body,
                               state="queued", attempts=0, created_at=now)
@@ -334,7 +347,7 @@ def compose_digests(store: Store, config: "Config", *, now: dt.datetime | None =
 def build_message(config: "Config", *, to: str, name: str | None, rendered: Rendered,
                   now: dt.datetime, unsubscribe_token: str | None = None) -> tuple[bytes, str]:
     """The RFC 5322 bytes of one message and its Message-ID."""
-    msg = EmailMessage(policy=policy.SMTP)
+    msg = EmailMessage(policy=_mail_policy())
     sender = _sender(config)
     msg["From"] = config.email.from_
     msg["To"] = Address(display_name=_one_line(name or ""), addr_spec=to)
@@ -353,6 +366,28 @@ def build_message(config: "Config", *, to: str, name: str | None, rendered: Rend
     msg.set_content(rendered.text, cte="quoted-printable")
     msg.add_alternative(rendered.html, subtype="html", cte="quoted-printable")
     return msg.as_bytes(), mid
+
+
+@functools.lru_cache(maxsize=1)
+def _mail_policy() -> policy.EmailPolicy:
+    """policy.SMTP, except that List-Unsubscribe keeps its <URI>s as they are.
+
+    The default folder turns a header word longer than a line (the unsubscribe URL with its
+    token) into an RFC 2047 encoded-word, which hides the URI from the mail clients that offer
+    the one-click unsubscribe (RFC 2369, RFC 8058). That header is folded between its items only.
+    """
+    from email.headerregistry import HeaderRegistry, UnstructuredHeader
+
+    class UriListHeader(UnstructuredHeader):
+        def fold(self, *, policy: policy.Policy) -> str:  # type: ignore[override]
+            value = str(self)
+            if not value.isascii():
+                return super().fold(policy=policy)
+            return f"{self.name}: " + value.replace(">, <", ">," + policy.linesep + " <") + policy.linesep
+
+    registry = HeaderRegistry()
+    registry.map_to_type("list-unsubscribe", UriListHeader)
+    return policy.SMTP.clone(header_factory=registry)
 
 
 def _sender(config: "Config") -> str:
@@ -688,6 +723,14 @@ class SendReport:
 
 def _recover_leases(store: Store, now: dt.datetime) -> int:
     with store.session() as s, s.begin():
+        # A digest stranded by a crashed sender is not re-queued for someone who unsubscribed
+        # meanwhile (unsubscribe drops only what is queued): it is dropped like her queued mail.
+        gone = list(s.scalars(select(Message.id).join(Subscriber, Message.subscriber_id == Subscriber.id)
+                              .where(Message.state == "sending", Message.lease_until < now,
+                                     Message.kind == "digest", Subscriber.state == "unsubscribed")))
+        if gone:
+            s.execute(delete(OutboxRow).where(OutboxRow.message_id.in_(gone)))
+            s.execute(delete(Message).where(Message.id.in_(gone)))
         res = s.execute(update(Message).where(Message.state == "sending", Message.lease_until < now)
                         .values(state="queued", lease_until=None, next_attempt_at=None))
         return res.rowcount or 0
@@ -704,6 +747,7 @@ def send_pending(store: Store, config: "Config", *, transport: Transport | None 
     ``to_dict()``. Exit code 6 when any message failed for good.
     """
     now = now or utcnow()
+    started = _clock()
     report = SendReport(dry_run=dry_run)
     if dry_run:
         for p in _pending(store, now):
@@ -723,7 +767,7 @@ def send_pending(store: Store, config: "Config", *, transport: Transport | None 
         queued = s.scalar(select(func.count()).select_from(Message).where(Message.state == "queued"))
         report.waiting = queued - len(due)
     if due:
-        _deliver_all(store, config, transport, [m.id for m in due], now, report)
+        _deliver_all(store, config, transport, [m.id for m in due], now, report, started=started)
     return report
 
 
@@ -736,12 +780,15 @@ def _queued(store: Store, now: dt.datetime, force: bool) -> list[Message]:
 
 
 def _deliver_all(store: Store, config: "Config", transport: Transport | None, ids: list[int],
-                 now: dt.datetime, report: SendReport) -> None:
+                 now: dt.datetime, report: SendReport, *, started: float | None = None) -> None:
+    started = _clock() if started is None else started
     transport = transport or make_transport(config)
     unreachable: TransientMailError | None = None
     try:
         for mid in ids:
-            outcome = _deliver(store, config, transport, mid, now, unreachable)
+            # Composing and earlier deliveries took time: this claim's lease starts now.
+            lease_until = now + dt.timedelta(seconds=max(0.0, _clock() - started)) + LEASE
+            outcome = _deliver(store, config, transport, mid, now, unreachable, lease_until)
             if outcome is None:
                 continue  # another sender claimed it
             entry, error = outcome
@@ -754,12 +801,14 @@ def _deliver_all(store: Store, config: "Config", transport: Transport | None, id
 
 
 def _deliver(store: Store, config: "Config", transport: Transport, mid: int, now: dt.datetime,
-             unreachable: TransientMailError | None) -> tuple[SendEntry, Exception | None] | None:
+             unreachable: TransientMailError | None,
+             lease_until: dt.datetime | None = None) -> tuple[SendEntry, Exception | None] | None:
     """Claim, send and settle one message. Returns None if another sender claimed it first."""
     with store.session() as s, s.begin():
         # The claim: only one process can move this row out of 'queued'.
         res = s.execute(update(Message).where(Message.id == mid, Message.state == "queued")
-                        .values(state="sending", lease_until=now + LEASE, attempts=Message.attempts + 1))
+                        .values(state="sending", lease_until=lease_until or now + LEASE,
+                                attempts=Message.attempts + 1))
         if res.rowcount != 1:
             return None
         msg = s.get(Message, mid)
