@@ -241,16 +241,22 @@ def test_a_4xx_for_a_recipient_defers_her_message(store, record, smtp_server):
     assert [e.recipient for e in notify.send_pending(store, cfg).sent] == ["cy@example.org"]
 
 
-def test_an_expired_lease_is_recovered_and_resent_with_the_same_message_id(store, record, smtp_server):
+def stranded_in_sending(store, record, smtp_server):
+    """A digest composed and claimed by a sender that died before marking it sent:
+    returns (config, message id, the time of the claim)."""
     cfg = make_config(smtp_server, ANA_BO)
     notify.sync_subscribers(store, cfg)
     recruiting(store, record)
     now = utcnow()
     [mid] = notify.compose_digests(store, cfg, now=now)
-    # A sender claimed it and died before marking it sent.
     with store.session() as s, s.begin():
         s.execute(update(Message).where(Message.id == mid)
                   .values(state="sending", attempts=1, lease_until=now + notify.LEASE))
+    return cfg, mid, now
+
+
+def test_an_expired_lease_is_recovered_and_resent_with_the_same_message_id(store, record, smtp_server):
+    cfg, mid, now = stranded_in_sending(store, record, smtp_server)
 
     # While the lease runs, nobody else touches it.
     assert notify.send_pending(store, cfg, now=now + dt.timedelta(minutes=1)).entries == []
@@ -581,15 +587,8 @@ def test_one_digest_that_cannot_be_rendered_does_not_hold_back_everyone_elses_ma
 
 
 def test_a_digest_stranded_in_sending_is_not_mailed_after_she_unsubscribed(store, record, smtp_server):
-    cfg = make_config(smtp_server, ANA_BO)
-    notify.sync_subscribers(store, cfg)
-    recruiting(store, record)
-    now = utcnow()
-    [mid] = notify.compose_digests(store, cfg, now=now)
-    # A sender claimed it and died before handing it over; then she unsubscribed.
-    with store.session() as s, s.begin():
-        s.execute(update(Message).where(Message.id == mid)
-                  .values(state="sending", attempts=1, lease_until=now + notify.LEASE))
+    cfg, mid, now = stranded_in_sending(store, record, smtp_server)
+    # Then she unsubscribed.
     notify.unsubscribe(store, cfg, tokens.make(SECRET, "unsubscribe", 1))
 
     later = notify.send_pending(store, cfg, now=now + notify.LEASE + dt.timedelta(seconds=1))
