@@ -210,19 +210,19 @@ def test_a_writer_that_loses_the_race_with_different_content_stores_its_version_
     winner["protocolSection"]["statusModule"]["overallStatus"] = "RECRUITING"
     loser = record("NCT03934567")
     loser["protocolSection"]["statusModule"]["overallStatus"] = "SUSPENDED"
-    real = st.Store._record_fetch
+    real = st.Store._store_batch
     calls = []
 
-    def racing(self, record, **kw):
-        calls.append(record["protocolSection"]["statusModule"]["overallStatus"])
+    def racing(self, preps, requested, at, ignore, linked_from):
+        calls.append(preps)
         if len(calls) == 1:
             # The other writer commits its version between our read and our insert, and our
             # insert meets UNIQUE(nct_id, seq).
-            real(self, winner, **kw)
+            real(self, [st._Prepared.of(winner)], [None], at, ignore, linked_from)
             raise IntegrityError("INSERT INTO snapshots", {}, Exception("UNIQUE constraint failed"))
-        return real(self, record, **kw)
+        return real(self, preps, requested, at, ignore, linked_from)
 
-    monkeypatch.setattr(st.Store, "_record_fetch", racing)
+    monkeypatch.setattr(st.Store, "_store_batch", racing)
     res = store.record_fetch(loser)
     assert res.raced and res.stored
     assert [(c.field, c.old_value, c.new_value) for c in res.changes] == [

@@ -279,10 +279,18 @@ class _Cycle:
 
     # -- fetching ---------------------------------------------------------------------------
     def _store(self, raw: dict, *, requested: str | None = None, linked_from: str | None = None) -> str:
-        from .record import get, nct_of, normalize_nct
-
         rec = self.store.record_fetch(raw, ignore=self.config.ignore, requested_id=requested,
                                       linked_from=linked_from)
+        return self._account(raw, rec)
+
+    def _store_all(self, raws: list[dict]) -> list[str]:
+        """A batch of received records, stored in one transaction."""
+        recs = self.store.record_fetches(raws, ignore=self.config.ignore)
+        return [self._account(raw, rec) for raw, rec in zip(raws, recs)]
+
+    def _account(self, raw: dict, rec) -> str:  # noqa: ANN001
+        from .record import get, nct_of, normalize_nct
+
         nct = nct_of(raw)
         ea = get(raw, "protocolSection.statusModule.expandedAccessInfo.nctId")
         if ea:
@@ -312,8 +320,7 @@ class _Cycle:
         for start in range(0, len(ids), batch):
             self.checkpoint()
             chunk = ids[start:start + batch]
-            for raw in self.client.studies(chunk, updated_since=since):
-                returned.add(self._store(raw))
+            returned.update(self._store_all(list(self.client.studies(chunk, updated_since=since))))
         if since is None:
             for missing in [i for i in ids if i not in returned]:
                 self.checkpoint()
@@ -374,8 +381,9 @@ class _Cycle:
             log.warning("search %r matched more than max_results=%d; only the first are followed",
                         search.name, search.max_results)
         ids: list[str] = []
-        for raw in result.records:
-            ids.append(self._store(raw))
+        batch = max(1, self.config.ctgov.batch_size)
+        for start in range(0, len(result.records), batch):
+            ids += self._store_all(result.records[start:start + batch])
         with self.store.session() as s:
             members = {m.nct_id: m.active for m in s.scalars(
                 select(SearchMember).where(SearchMember.search == search.name))}

@@ -393,78 +393,97 @@ class Store:
                      ignore: Sequence[str] = (), requested_id: str | None = None,
                      linked_from: str | None = None) -> "Recorded":
         """Store one fetched record: a snapshot if its content changed, its changes, and the
-        outbox rows for every active subscriber they concern, all in one transaction.
+        outbox rows for every active subscriber they concern, all in one transaction."""
+        return self.record_fetches([record], fetched_at=fetched_at, ignore=ignore,
+                                   requested_ids=[requested_id], linked_from=linked_from)[0]
 
-        When another writer appended to the same chain first (the UNIQUE(nct_id, seq)
-        collision), the attempt is rolled back and made once more against the new latest
-        snapshot: the same content is then a no-op, different content a version of its own."""
+    def record_fetches(self, records: Sequence[dict], *, fetched_at: dt.datetime | None = None,
+                       ignore: Sequence[str] = (), requested_ids: Sequence[str | None] | None = None,
+                       linked_from: str | None = None) -> list["Recorded"]:
+        """``record_fetch`` for a batch (a page of ``filter.ids`` results) in ONE transaction:
+        every record is checked before anything is written, and the batch's trials and latest
+        snapshots are read in two queries instead of two per record.
+
+        When another writer appended to one of these chains first (the UNIQUE(nct_id, seq)
+        collision), the batch is rolled back and each record stored on its own, once more if it
+        collides again: the same content is then a no-op, different content a version of its
+        own. Nothing is dropped."""
+        preps = [_Prepared.of(r) for r in records]  # raises before any write
+        requested = list(requested_ids) if requested_ids is not None else [None] * len(preps)
+        at = fetched_at or utcnow()
+        if not preps:
+            return []
         try:
-            return self._record_fetch(record, fetched_at=fetched_at, ignore=ignore,
-                                      requested_id=requested_id, linked_from=linked_from)
+            return self._store_batch(preps, requested, at, ignore, linked_from)
         except IntegrityError:
             pass
-        try:
-            res = self._record_fetch(record, fetched_at=fetched_at, ignore=ignore,
-                                     requested_id=requested_id, linked_from=linked_from)
-        except IntegrityError as e:
-            raise StoreError(f"could not store {rec.nct_of(record)}: the database refused it twice "
-                             f"({e.orig})", hint="Another trialwatch may be writing the same trial; "
-                             "try again.") from None
-        res.raced = True
-        return res
+        out: list[Recorded] = []
+        for prep, req in zip(preps, requested):
+            try:
+                (res,) = self._store_batch([prep], [req], at, ignore, linked_from)
+            except IntegrityError:
+                try:
+                    (res,) = self._store_batch([prep], [req], at, ignore, linked_from)
+                except IntegrityError as e:
+                    raise StoreError(f"could not store {prep.nct_id}: the database refused it twice "
+                                     f"({e.orig})", hint="Another trialwatch may be writing the same "
+                                     "trial; try again.") from None
+            res.raced = True
+            out.append(res)
+        return out
 
-    def _record_fetch(self, record: dict, *, fetched_at: dt.datetime | None, ignore: Sequence[str],
-                      requested_id: str | None, linked_from: str | None) -> "Recorded":
-        if not rec.is_study(record):
-            raise StoreError("refusing to store a body that is not a study record")
-        nct_id = rec.nct_of(record)
-        fetched_at = fetched_at or utcnow()
-        canon = rec.canonical(record)
-        body = rec.canonical_json(canon)
-        import hashlib
-
-        digest = hashlib.sha256(body).hexdigest()
-        status = rec.get(canon, "protocolSection.statusModule.overallStatus")
-        title = rec.get(canon, "protocolSection.identificationModule.briefTitle")
+    def _store_batch(self, preps: list["_Prepared"], requested: list[str | None], at: dt.datetime,
+                     ignore: Sequence[str], linked_from: str | None) -> list["Recorded"]:
+        ids = list({p.nct_id for p in preps})
         try:
             with self.session() as s, s.begin():
-                trial = s.get(Trial, nct_id)
-                if trial is None:
-                    trial = Trial(nct_id=nct_id, first_seen_at=fetched_at, linked_from=linked_from)
-                    s.add(trial)
-                    s.flush()
-                if requested_id and requested_id != nct_id:
-                    _remember_alias(s, requested_id, nct_id)
-                previous_checked_at = trial.last_checked_at
-                trial.last_checked_at = fetched_at
-                trial.gone_at = None
-                trial.title = title
-                trial.overall_status = status
-                latest = s.scalars(select(Snapshot).where(Snapshot.nct_id == nct_id)
-                                   .order_by(Snapshot.seq.desc()).limit(1)).first()
-                if latest is not None and latest.blob_hash == digest:
-                    return Recorded(nct_id=nct_id, snapshot_id=latest.id, first=False,
-                                    stored=False, changes=[], previous_fetched_at=latest.fetched_at,
-                                    previous_checked_at=previous_checked_at)
-                _put_blobs(s, _split(canon, digest, raw_size=len(body)))
-                snap = Snapshot(nct_id=nct_id, seq=(latest.seq + 1) if latest else 1,
-                                blob_hash=digest, fetched_at=fetched_at, overall_status=status,
-                                last_update_posted=rec.get(
-                                    record, "protocolSection.statusModule.lastUpdatePostDateStruct.date"))
-                s.add(snap)
-                s.flush()
-                changes: list[Change] = []
-                if latest is not None:
-                    old = self._load_blob(s, latest.blob_hash)
-                    changes = diff(old, canon, ignore=tuple(ignore), assume_canonical=True)
-                    trial.last_changed_at = fetched_at
-                rows = self._add_changes(s, nct_id, changes, snapshot_id=snap.id, at=fetched_at)
-                return Recorded(nct_id=nct_id, snapshot_id=snap.id, first=latest is None,
-                                stored=True, changes=rows,
-                                previous_fetched_at=latest.fetched_at if latest else None,
-                                previous_checked_at=previous_checked_at)
+                trials = {t.nct_id: t for t in s.scalars(select(Trial).where(Trial.nct_id.in_(ids)))}
+                newest = select(Snapshot.nct_id, func.max(Snapshot.seq).label("seq")) \
+                    .where(Snapshot.nct_id.in_(ids)).group_by(Snapshot.nct_id).subquery()
+                latest = {x.nct_id: x for x in s.scalars(select(Snapshot).join(
+                    newest, (Snapshot.nct_id == newest.c.nct_id) & (Snapshot.seq == newest.c.seq)))}
+                # Flushes happen where this code asks for them, not before every query.
+                with s.no_autoflush:
+                    return [self._store_one(s, p, req, at, ignore, linked_from, trials, latest)
+                            for p, req in zip(preps, requested)]
         except OperationalError as e:
-            raise StoreError(f"database error while storing {nct_id}: {e.orig}") from None
+            raise StoreError(f"database error while storing {', '.join(ids[:3])}: {e.orig}") from None
+
+    def _store_one(self, s: Session, p: "_Prepared", requested_id: str | None, at: dt.datetime,
+                   ignore: Sequence[str], linked_from: str | None, trials: dict[str, Trial],
+                   latest_by_id: dict[str, Snapshot]) -> "Recorded":
+        trial = trials.get(p.nct_id)
+        if trial is None:
+            trial = trials[p.nct_id] = Trial(nct_id=p.nct_id, first_seen_at=at, linked_from=linked_from)
+            s.add(trial)
+            s.flush()  # before the snapshot that references it (no ORM relationship orders them)
+        if requested_id and requested_id != p.nct_id:
+            _remember_alias(s, requested_id, p.nct_id)
+        previous_checked_at = trial.last_checked_at
+        trial.last_checked_at = at
+        trial.gone_at = None
+        trial.title = p.title
+        trial.overall_status = p.status
+        latest = latest_by_id.get(p.nct_id)
+        if latest is not None and latest.blob_hash == p.digest:
+            return Recorded(nct_id=p.nct_id, snapshot_id=latest.id, first=False, stored=False,
+                            changes=[], previous_fetched_at=latest.fetched_at,
+                            previous_checked_at=previous_checked_at)
+        _put_blobs(s, _split(p.canon, p.digest, raw_size=len(p.body)))
+        snap = Snapshot(nct_id=p.nct_id, seq=(latest.seq + 1) if latest else 1, blob_hash=p.digest,
+                        fetched_at=at, overall_status=p.status, last_update_posted=p.last_update_posted)
+        s.add(snap)
+        s.flush()
+        latest_by_id[p.nct_id] = snap
+        changes: list[Change] = []
+        if latest is not None:
+            old = self._load_blob(s, latest.blob_hash)
+            changes = diff(old, p.canon, ignore=tuple(ignore), assume_canonical=True)
+            trial.last_changed_at = at
+        rows = self._add_changes(s, p.nct_id, changes, snapshot_id=snap.id, at=at)
+        return Recorded(nct_id=p.nct_id, snapshot_id=snap.id, first=latest is None, stored=True,
+                        changes=rows, previous_fetched_at=latest.fetched_at if latest else None,
+                        previous_checked_at=previous_checked_at)
 
     def add_events(self, nct_id: str, changes: Iterable[Change], *, search: str | None = None,
                    at: dt.datetime | None = None, session: Session | None = None) -> list[ChangeRow]:
@@ -487,11 +506,14 @@ class Store:
             return rows
         s.add_all(rows)
         s.flush()
-        for sub_id, min_severity in self._interested(s, nct_id, search):
-            floor = SEVERITY_RANK[min_severity]
-            for row in rows:
-                if row.rank >= floor:
-                    s.add(OutboxRow(subscriber_id=sub_id, change_id=row.id, created_at=at))
+        # Plain executemany, not ORM objects: a change followed by many physicians makes many rows.
+        outbox = [{"subscriber_id": sub_id, "change_id": row.id, "created_at": at}
+                  for sub_id, min_severity in self._interested(s, nct_id, search)
+                  for row in rows if row.rank >= SEVERITY_RANK[min_severity]]
+        if outbox:
+            from sqlalchemy import insert
+
+            s.execute(insert(OutboxRow), outbox)
         return rows
 
     def _interested(self, s: Session, nct_id: str, search: str | None) -> list[tuple[int, str]]:
@@ -745,6 +767,33 @@ def _remember_alias(s: Session, alias: str, nct_id: str) -> None:
 
 def _json(value: Any) -> str | None:
     return None if value is None else json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+@dataclass
+class _Prepared:
+    """A fetched record made ready to store, outside any transaction."""
+
+    nct_id: str
+    canon: dict
+    body: bytes
+    digest: str
+    status: str | None
+    title: str | None
+    last_update_posted: str | None
+
+    @classmethod
+    def of(cls, record: dict) -> "_Prepared":
+        import hashlib
+
+        if not rec.is_study(record):
+            raise StoreError("refusing to store a body that is not a study record")
+        canon = rec.canonical(record)
+        body = rec.canonical_json(canon)
+        return cls(nct_id=rec.nct_of(record), canon=canon, body=body,
+                   digest=hashlib.sha256(body).hexdigest(),
+                   status=rec.get(canon, "protocolSection.statusModule.overallStatus"),
+                   title=rec.get(canon, "protocolSection.identificationModule.briefTitle"),
+                   last_update_posted=rec.get(record, "protocolSection.statusModule.lastUpdatePostDateStruct.date"))
 
 
 @dataclass
