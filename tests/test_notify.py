@@ -190,6 +190,22 @@ def test_server_down_keeps_the_message_queued_and_it_goes_out_once_when_back(sto
     assert parsed(smtp_server.messages[0].data)["Message-ID"] == m.rfc_message_id
 
 
+def test_an_outage_costs_one_message_an_attempt_per_send_not_every_message(store, record, smtp_server):
+    three = ANA_BO.replace("min_severity: critical", "min_severity: important") + \
+        f"  - {{email: cy@example.org, trials: [{NCT}]}}\n"
+    cfg = make_config(smtp_server, three)  # max_attempts: 3
+    notify.sync_subscribers(store, cfg)
+    recruiting(store, record)
+    smtp_server.down()
+    for _ in range(3):  # three explicit sends during the outage
+        report = notify.send_pending(store, cfg)
+        assert [e.state for e in report.entries] in (["queued"] * 3, ["failed", "queued", "queued"])
+    attempts = sorted((m.attempts, m.state) for m in messages(store))
+    assert attempts == [(0, "queued"), (0, "queued"), (3, "failed")]
+    smtp_server.up()
+    assert len(notify.send_pending(store, cfg).sent) == 2
+
+
 def test_explicit_send_retries_at_once_and_gives_up_after_max_attempts(store, record, smtp_server):
     cfg = make_config(smtp_server, ANA_BO, max_attempts=2, retry_backoff_s=3600)
     notify.sync_subscribers(store, cfg)

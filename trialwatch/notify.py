@@ -786,6 +786,11 @@ def _deliver_all(store: Store, config: "Config", transport: Transport | None, id
     unreachable: TransientMailError | None = None
     try:
         for mid in ids:
+            if unreachable is not None:
+                # The server cannot be reached: the rest of the batch is left queued untried, so
+                # an outage costs one message an attempt per send, not every message.
+                report.entries.append(_untried(store, mid, unreachable))
+                continue
             # Composing and earlier deliveries took time: this claim's lease starts now.
             lease_until = now + dt.timedelta(seconds=max(0.0, _clock() - started)) + LEASE
             outcome = _deliver(store, config, transport, mid, now, unreachable, lease_until)
@@ -794,10 +799,16 @@ def _deliver_all(store: Store, config: "Config", transport: Transport | None, id
             entry, error = outcome
             report.entries.append(entry)
             if isinstance(error, TransientMailError) and error.unreachable:
-                # The server cannot be reached: the rest of the batch is settled without dialling.
                 unreachable = error
     finally:
         transport.close()
+
+
+def _untried(store: Store, mid: int, unreachable: TransientMailError) -> SendEntry:
+    with store.session() as s:
+        msg = s.get(Message, mid)
+        return SendEntry(mid, msg.recipient, msg.subject, "queued",
+                         f"not tried: {unreachable.message}", msg.attempts, msg.next_attempt_at)
 
 
 def _deliver(store: Store, config: "Config", transport: Transport, mid: int, now: dt.datetime,
