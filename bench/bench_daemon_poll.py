@@ -5,8 +5,8 @@ once and polls on schedule, so its polls pay no interpreter start-up or imports.
 driver runs this script as a child:
 
     child: load config, open the store, baseline poll (not timed)  ->  prints "ready"
-    driver: refreshes the stand-in's registry (C trials changed), writes "go"
-    child: times one poll with time.perf_counter()  ->  prints the report as JSON
+    driver: refreshes the stand-in's registry (C trials changed), writes "go" (or "last")
+    child: times one poll with time.perf_counter()  ->  prints the report as JSON; repeat
 
     python bench/bench_daemon_poll.py CONFIG
 """
@@ -35,11 +35,15 @@ def main(config_path: str) -> None:
     client = Client.from_config(config.ctgov)
     first = poller.poll(store, config, send=False, client=client)
     print(json.dumps({"ready": True, "baseline": first.to_dict()}), flush=True)
-    sys.stdin.readline()
-    t0 = time.perf_counter()
-    report = poller.poll(store, config, send=False, client=client)
-    seconds = time.perf_counter() - t0
-    print(json.dumps({"seconds": seconds, "report": report.to_dict()}), flush=True)
+    # One timed poll per line from the driver (it refreshes the registry in between); "last"
+    # ends the process after its poll.
+    for line in sys.stdin:
+        t0 = time.perf_counter()
+        report = poller.poll(store, config, send=False, client=client)
+        seconds = time.perf_counter() - t0
+        print(json.dumps({"seconds": seconds, "report": report.to_dict()}), flush=True)
+        if line.strip() == "last":
+            break
     store.close()
 
 
