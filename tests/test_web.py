@@ -331,6 +331,19 @@ def test_get_on_the_confirmation_link_changes_nothing_and_post_activates(client,
     assert again.status_code == 200 and subscriber(db).state == "active"
 
 
+def test_only_the_newest_confirmation_link_confirms_a_pending_sign_up(client, db, confirmations):
+    """Anyone can submit the form for an address; a link mailed before must not confirm the
+    choices submitted after it."""
+    subscribe(client, trials=[WATCHED])
+    subscribe(client, trials=[OTHER])           # e.g. someone else, before she confirmed
+    first, newest = confirmations[0][1], confirmations[1][1]
+    assert confirm(client, first).status_code == 400
+    assert subscriber(db).state == "pending"
+    page = client.get(newest.removeprefix("https://trials.example.org"))
+    assert OTHER in page.text                    # she sees what she is confirming
+    assert confirm(client, newest).status_code == 200 and subscriber(db).state == "active"
+
+
 @pytest.mark.parametrize("purpose", ["confirm", "manage", "unsubscribe"])
 def test_forged_altered_or_wrong_purpose_links_get_a_clear_400(client, db, confirmations, purpose):
     subscribe(client)

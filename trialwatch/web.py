@@ -336,6 +336,9 @@ class Web:
                 # An unsubscribed address comes back only through a new opt-in.
                 sub.state = "pending"
                 _set_prefs(sub, **prefs)
+                # Only the newest confirmation link confirms: anyone can submit the form for an
+                # address, and an older link must not confirm choices made after it was sent.
+                sub.token_version = (sub.token_version or 0) + 1
             s.flush()
             s.refresh(sub)
             _ = sub.subscriptions  # load before the session closes
