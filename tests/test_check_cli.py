@@ -195,3 +195,32 @@ def test_record_that_disappears_is_an_event(run, api):
     assert code == 3
     code, out, _ = run("history", NCT, "--json")
     assert [c["field"] for c in json.loads(out)["changes"]] == ["record_removed"]
+
+
+def test_watch_adds_a_trial_the_poll_then_follows_and_unwatch_takes_it_off(run, api, record, db_url):
+    from trialwatch import poller
+    from trialwatch.config import loads
+    from trialwatch.store import open_store
+
+    api.put(record("NCT03934567"))
+    code, out, err = run("watch", "nct3934567")
+    assert code == 0, err
+    assert "NCT03934567: watched (Active, not recruiting)" in out
+    code, out, _ = run("watch")
+    listed = dict(line.split("  ", 1) for line in out.splitlines())
+    assert listed["NCT03934567"] == "trialwatch watch" and listed[NCT] == "config.yaml trials"
+    store = open_store(db_url)
+    config = loads(f"database: {db_url}\ntrials: [{NCT}]\n")
+    assert "NCT03934567" in poller.watched_ids(store, config)
+    code, out, _ = run("unwatch", "NCT03934567", NCT)
+    assert "NCT03934567: no longer watched" in out
+    assert f"{NCT}: no longer on the `trialwatch watch` list, but still followed: config.yaml trials" in out
+    assert "NCT03934567" not in poller.watched_ids(store, config)
+    store.close()
+
+
+def test_watch_of_an_unknown_trial_exits_3_and_watches_nothing(run):
+    code, out, err = run("watch", "NCT09999999")
+    assert code == 3 and "NCT09999999" in err
+    code, out, _ = run("watch")
+    assert "NCT09999999" not in out

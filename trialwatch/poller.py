@@ -72,8 +72,9 @@ def last_complete_poll(store: "Store"):
 
 
 def watched_ids(store: "Store", config: "Config") -> list[str]:
-    """Every record the poll follows: config trials, web subscribers' trials, linked records,
-    and the members of saved searches (aliases resolved to their current IDs)."""
+    """Every record the poll follows: config trials, trials added with `trialwatch watch`, web
+    subscribers' trials, linked records, and the members of saved searches (aliases resolved to
+    their current IDs)."""
     from sqlalchemy import select
 
     from .store import SearchMember, Subscriber, Subscription, Trial, TrialAlias
@@ -83,6 +84,7 @@ def watched_ids(store: "Store", config: "Config") -> list[str]:
     with store.session() as s:
         ids += s.scalars(select(Subscription.target).join(Subscriber)
                          .where(Subscription.kind == "trial", Subscriber.state == "active"))
+        ids += s.scalars(select(Trial.nct_id).where(Trial.watched.is_(True)).order_by(Trial.nct_id))
         ids += s.scalars(select(Trial.nct_id).where(Trial.linked_from.is_not(None)))
         ids += [m.nct_id for m in s.scalars(select(SearchMember).where(SearchMember.active.is_(True)))
                 if m.search in names]

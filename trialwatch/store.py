@@ -67,6 +67,8 @@ class Trial(Base):
     gone_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     # Why we follow it beyond the watch list: "linked:NCT…" (expanded access) etc.
     linked_from: Mapped[str | None] = mapped_column(String(64))
+    # Added to the watch list by the operator with `trialwatch watch` (config.yaml is the other way).
+    watched: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class TrialAlias(Base):

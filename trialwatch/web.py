@@ -172,14 +172,10 @@ class Web:
 
     # -- what is watched ------------------------------------------------------------------
     def watched_ids(self) -> list[str]:
-        from sqlalchemy import select
+        """What the poller follows, no more: a page must not list a trial nobody polls."""
+        from .poller import watched_ids
 
-        from .store import Trial
-
-        ids = list(self.config.all_trials())
-        with self.store.session() as s:
-            ids += [n for n in s.scalars(select(Trial.nct_id).order_by(Trial.nct_id)) if n not in ids]
-        return ids
+        return watched_ids(self.store, self.config)
 
     # -- status pages ---------------------------------------------------------------------
     def index(self, request: "Request", form: Any) -> "Response":

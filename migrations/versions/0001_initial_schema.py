@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 16:51:12.572797
+Create Date: 2026-11-25 17:07:11.230329
 """
 from alembic import op
 import sqlalchemy as sa
@@ -103,6 +103,7 @@ def upgrade() -> None:
     sa.Column('last_changed_at', sa.DateTime(), nullable=True),
     sa.Column('gone_at', sa.DateTime(), nullable=True),
     sa.Column('linked_from', sa.String(length=64), nullable=True),
+    sa.Column('watched', sa.Boolean(), nullable=False),
     sa.PrimaryKeyConstraint('nct_id')
     )
     op.create_table('messages',
