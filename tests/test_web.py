@@ -524,6 +524,24 @@ def test_search_feed_carries_membership_events_and_changes_to_members(client, db
     assert client.get("/searches/nothing/feed.atom").status_code == 404
 
 
+def test_search_page_lists_its_matching_trials_and_who_joined_or_left(client, db, record):
+    from trialwatch.store import SearchMember
+
+    db.record_fetch(record(OTHER))
+    with db.session() as s, s.begin():
+        s.add(SearchMember(search="epilepsy", nct_id=OTHER, active=True))
+    db.add_events(OTHER, [Change("search_match", "Now matches saved search epilepsy", None, "epilepsy", "important")],
+                  search="epilepsy")
+    db.add_events(WATCHED, [Change("search_unmatch", "No longer matches", "epilepsy", None, "important",
+                                   detail="its status is now <b>Suspended</b>")], search="epilepsy")
+    page = client.get("/searches/epilepsy")
+    assert page.status_code == 200
+    assert f'href="/trials/{OTHER}"' in page.text and "Matching now (1)" in page.text
+    assert "now matches" in page.text and "&lt;b&gt;Suspended&lt;/b&gt;" in page.text
+    assert 'href="/searches/epilepsy"' in client.get("/").text
+    assert client.get("/searches/nothing").status_code == 404
+
+
 def test_feeds_of_a_fresh_install_are_valid_and_empty(client):
     assert _atom(client.get(f"/trials/{OTHER}/feed.atom")).findall(f"{ATOM}entry") == []
     assert _atom(client.get("/searches/epilepsy/feed.atom")).findall(f"{ATOM}entry") == []

@@ -217,6 +217,25 @@ class Web:
                            site_groups=_site_groups(summary.sites) if summary else [],
                            changes=list(reversed(changes)), status_runs=_status_runs(snaps, row))
 
+    def search(self, request: "Request", form: Any) -> "Response":
+        """A saved search: the trials it matches now, and who joined or left it, newest first."""
+        from sqlalchemy import select
+
+        from .store import ChangeRow, SearchMember, Trial
+
+        name = request.path_params["name"]
+        sc = next((x for x in self.config.searches if x.name == name), None)
+        if sc is None:
+            return self.not_found(request)
+        with self.store.session() as s:
+            ids = list(s.scalars(select(SearchMember.nct_id).where(
+                SearchMember.search == name, SearchMember.active.is_(True)).order_by(SearchMember.nct_id)))
+            rows = {t.nct_id: t for t in s.scalars(select(Trial).where(Trial.nct_id.in_(ids)))} if ids else {}
+            events = list(s.scalars(select(ChangeRow).where(ChangeRow.search == name)
+                                    .order_by(ChangeRow.detected_at.desc(), ChangeRow.id.desc()).limit(100)))
+        return self.render(request, "search.html", sc=sc, trials=[{"nct_id": i, "row": rows.get(i)} for i in ids],
+                           events=events)
+
     def not_found(self, request: "Request", exc: Exception | None = None) -> "Response":
         return self.message(request, 404, "Not found",
                             "There is no such page here. Trials are listed on the home page.")
@@ -576,6 +595,7 @@ def create_app(config: Config, store: "Store | None" = None) -> "Starlette":
         Route("/", web.page(web.index), methods=get),
         Route("/trials/{nct}", web.page(web.trial), methods=get),
         Route("/trials/{nct}/feed.atom", web.page(web.trial_feed), methods=get),
+        Route("/searches/{name}", web.page(web.search), methods=get),
         Route("/searches/{name}/feed.atom", web.page(web.search_feed), methods=get),
         Route("/subscribe", web.page(web.subscribe), methods=both),
         Route("/confirm", web.page(web.confirm), methods=both),
