@@ -116,3 +116,26 @@ def test_secret_key_is_required_only_when_asked(monkeypatch):
         c.secret_key()
     monkeypatch.setenv("TRIALWATCH_SECRET_KEY", "k" * 32)
     assert c.secret_key() == "k" * 32
+
+
+def test_a_key_given_twice_is_an_error_naming_both_lines():
+    # PyYAML keeps the last value silently: a second 'trials:' would drop the first list of
+    # watched trials without a word. Refused instead, at any depth.
+    text = "trials: [NCT03268603]\ndatabase: sqlite:///x.db\ntrials: [NCT00000102]\n"
+    with pytest.raises(ConfigError, match=r"c.yaml:3: key 'trials' is given twice \(first on line 1\)"):
+        cfg.loads(text, source="c.yaml")
+    with pytest.raises(ConfigError, match=r"c.yaml:3: key 'ctgov.timeout_s' is given twice"):
+        cfg.loads("ctgov:\n  timeout_s: 5\n  timeout_s: 10\n", source="c.yaml")
+
+
+def test_yaml_merge_keys_are_not_duplicates():
+    text = ("subscribers:\n  - &s {email: a@example.org, trials: [NCT03268603]}\n"
+            "  - {<<: *s, email: b@example.org}\n")
+    c = cfg.loads(text)
+    assert [s.email for s in c.subscribers] == ["a@example.org", "b@example.org"]
+
+
+@pytest.mark.parametrize("schedule", ["61 10 * * *", "30 25 * * *", "30 10 * * mon-xyz"])
+def test_an_impossible_cron_schedule_is_a_config_error(schedule):
+    with pytest.raises(ConfigError, match=r"c.yaml:1: schedule:"):
+        cfg.loads(f"schedule: '{schedule}'\n", source="c.yaml")

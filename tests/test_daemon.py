@@ -97,3 +97,29 @@ def test_a_held_lock_skips_the_run_and_logs_why(store, caplog, tmp_path):
     with caplog.at_level(logging.WARNING, logger="trialwatch"):
         Daemon(store, config).poll_once()
     assert "skipping this run" in caplog.text and "someone-else" in caplog.text
+
+
+def test_a_stop_during_a_retry_wait_ends_the_poll_at_once(store, tmp_path):
+    # A 429 asking for 300 s: a SIGTERM must not wait that out (the service manager would
+    # SIGKILL us and leave the poll lock held for an hour).
+    import threading
+
+    records = clones(3)
+    ids = [r["protocolSection"]["identificationModule"]["nctId"] for r in records]
+    with StandIn(records) as api:
+        config = loads(f"database: sqlite:///{tmp_path / 'x.db'}\n"
+                       f"ctgov: {{base_url: '{api.base_url}', requests_per_minute: 60000}}\n"
+                       f"trials: [{', '.join(ids)}]\n")
+        api.fail_next("429", times=1, retry_after=300)
+        daemon = Daemon(store, config)
+        t = threading.Thread(target=daemon.poll_once)
+        t.start()
+        assert wait_for(lambda: len(api.requests) >= 1, timeout=10)
+        time.sleep(0.2)
+        started = time.monotonic()
+        daemon.stop.set()
+        t.join(timeout=10)
+        assert not t.is_alive() and time.monotonic() - started < 5
+        (p,) = polls(store)
+        assert not p.complete and "stopped by a signal" in p.error
+        assert store.lock_holder("poll") is None

@@ -330,3 +330,56 @@ def test_a_search_that_matched_nothing_at_first_reports_its_first_match(store, d
         with store.session() as s:
             (event,) = s.scalars(select(st.ChangeRow).where(st.ChangeRow.field == "search_match"))
         assert event.nct_id == records[1]["protocolSection"]["identificationModule"]["nctId"]
+
+
+def test_a_merge_seen_in_an_incremental_poll_is_remembered_as_an_alias(store, db_url):
+    # The registry merges a watched record into another: filter.ids=old now answers the new
+    # record, which lists the old id in nctIdAliases. An incremental poll must remember the
+    # alias (as the 301 of a lone lookup would), not store a stranger and call the old one unchanged.
+    records = clones(2)
+    old_id, new_id = (r["protocolSection"]["identificationModule"]["nctId"] for r in records)
+    with StandIn(records[:1], data_timestamp=DAY1) as api:
+        config = make_config(api, db_url, [old_id])
+        assert poller.poll(store, config, send=False).complete
+        merged = set_updated(records[1], "2026-11-25")
+        merged["protocolSection"]["identificationModule"]["nctIdAliases"] = [old_id]
+        api.remove(old_id)
+        api.put(merged)
+        api.set_data_timestamp(DAY2)
+        report = poller.poll(store, config, send=False)
+        assert report.complete and not report.full
+        assert store.resolve_alias(old_id) == new_id
+        assert poller.watched_ids(store, config) == [new_id]
+
+
+def test_a_lost_lease_stops_the_poll(store, db_url, monkeypatch):
+    # The lease expired during a long step and another poller took the lock: renewing fails,
+    # and this poll must stop instead of polling on beside the other one.
+    from sqlalchemy import update
+
+    records = clones(250)
+    ids = [r["protocolSection"]["identificationModule"]["nctId"] for r in records]
+    clock = [1000.0]
+    monkeypatch.setattr(poller.time, "monotonic", lambda: clock[0])
+
+    class Steal(httpx.BaseTransport):
+        def __init__(self, inner):
+            self.inner, self.n = inner, 0
+
+        def handle_request(self, request):
+            self.n += 1
+            if self.n == 2:  # after /version: the lock passes to another poller, time runs on
+                with store.session() as s, s.begin():
+                    s.execute(update(st.Lock).values(holder="other:1:1",
+                                                     lease_until=st.utcnow() + __import__("datetime").timedelta(hours=1)))
+                clock[0] += 120
+            return self.inner.handle_request(request)
+
+    with StandIn(records, data_timestamp=DAY1) as api:
+        config = make_config(api, db_url, ids)
+        report = poller.poll(store, config, send=False,
+                             client=client_for(config, transport=Steal(httpx.HTTPTransport())))
+        assert not report.complete and any("lock" in e for e in report.errors)
+        assert count(store, st.Snapshot) < 250
+        # The other poller's lock is left alone.
+        assert store.lock_holder(poller.LOCK_NAME).holder == "other:1:1"

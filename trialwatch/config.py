@@ -27,6 +27,7 @@ ENV_SECRET_KEY = "TRIALWATCH_SECRET_KEY"
 ENV_SMTP_PASSWORD = "TRIALWATCH_SMTP_PASSWORD"
 
 SEVERITIES = ("critical", "important", "minor")
+_DEFAULT_SCHEDULE = "30 10 * * *"
 # Secret-looking keys get a pointed message instead of "unknown key".
 _SECRET_KEYS = {"password": ENV_SMTP_PASSWORD, "secret_key": ENV_SECRET_KEY, "secret": ENV_SECRET_KEY}
 
@@ -178,7 +179,7 @@ class Config(_Strict):
     ignore: list[str] = []
     # Cron expression for `trialwatch run`. ClinicalTrials.gov refreshes its data once a day
     # (the /version dataTimestamp moves around 09:00 UTC); polling shortly after catches it.
-    schedule: str = "30 10 * * *"
+    schedule: str = _DEFAULT_SCHEDULE
     # A poll normally asks only for records updated since the last one; every this many days
     # it fetches all of them, which is how a removed record (404) is noticed.
     full_sweep_days: int = Field(7, ge=1, le=365)
@@ -194,6 +195,15 @@ class Config(_Strict):
     def _cron(cls, v: str) -> str:
         if len(v.split()) != 5:
             raise ValueError("must be a 5-field cron expression, e.g. '30 10 * * *'")
+        if v != _DEFAULT_SCHEDULE:  # the default is known good; spare every command the import
+            # What `trialwatch run` will build: an impossible field ("61 10 * * *") is refused
+            # here, with the file and line, not later as an unexpected error of the daemon.
+            from apscheduler.triggers.cron import CronTrigger
+
+            try:
+                CronTrigger.from_crontab(v, timezone="UTC")
+            except ValueError as e:
+                raise ValueError(f"not a valid cron expression ({e}), e.g. '30 10 * * *'") from None
         return v
 
     @field_validator("timezone")
@@ -309,6 +319,8 @@ def loads(text: str, *, source: str = "<config>") -> Config:
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
     try:
         node = loader.get_single_node()
+        # Before construction, which flattens YAML merge keys (<<) into plain duplicates.
+        _refuse_duplicate_keys(node, source)
         data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
@@ -325,6 +337,31 @@ def loads(text: str, *, source: str = "<config>") -> Config:
         return Config.model_validate({**data, "source": source})
     except ValidationError as e:
         raise ConfigError(_describe(e, source, lines)) from None
+
+
+def _refuse_duplicate_keys(node: Any, source: str) -> None:
+    """PyYAML keeps the last of two equal keys without a word: a second ``trials:`` would
+    silently drop the first list of watched trials. A key given twice is refused instead."""
+    seen_nodes: set[int] = set()
+    stack: list[tuple[Any, tuple]] = [(node, ())]
+    while stack:
+        n, path = stack.pop()
+        if n is None or id(n) in seen_nodes:  # an anchor used many times is checked once
+            continue
+        seen_nodes.add(id(n))
+        if isinstance(n, yaml.MappingNode):
+            first: dict[Any, int] = {}
+            for k, v in n.value:
+                if isinstance(k, yaml.ScalarNode) and k.tag != "tag:yaml.org,2002:merge":
+                    line = k.start_mark.line + 1
+                    if k.value in first:
+                        key = ".".join(str(p) for p in path + (k.value,))
+                        raise ConfigError(f"{source}:{line}: key {key!r} is given twice "
+                                          f"(first on line {first[k.value]}); only one may stay")
+                    first[k.value] = line
+                stack.append((v, path + (k.value if isinstance(k, yaml.ScalarNode) else "?",)))
+        elif isinstance(n, yaml.SequenceNode):
+            stack.extend((v, path + (i,)) for i, v in enumerate(n.value))
 
 
 def _line_index(node: Any, path: tuple = ()) -> dict[tuple, int]:

@@ -58,8 +58,18 @@ class Daemon:
         if self._client is None:
             from .ctgov import Client
 
-            self._client = self.client_factory() if self.client_factory else Client.from_config(self.config.ctgov)
+            self._client = self.client_factory() if self.client_factory else Client.from_config(
+                self.config.ctgov, sleep=self._sleep)
         return self._client
+
+    def _sleep(self, seconds: float) -> None:
+        """The client's waits (throttle, backoff, a Retry-After of up to 5 minutes) end at a
+        stop request: the poll then stops as at a step boundary, instead of outliving the
+        service manager's patience and being killed with the poll lock held."""
+        from .poller import Stopped
+
+        if self.stop.wait(seconds):
+            raise Stopped()
 
     def run(self, *, poll_now: bool = False, install_signals: bool = True) -> int:
         from apscheduler.schedulers.background import BackgroundScheduler

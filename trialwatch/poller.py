@@ -61,6 +61,11 @@ class Stopped(Exception):
     """Raised between steps when a stop was requested (SIGTERM): the cycle ends cleanly."""
 
 
+class LeaseLost(Exception):
+    """Raised between steps when the poll lock could not be renewed (its lease expired and
+    another poller took it): this cycle stops rather than poll beside the other one."""
+
+
 def last_complete_poll(store: "Store"):
     from sqlalchemy import select
 
@@ -135,9 +140,14 @@ def _poll_locked(store, config, *, client, force, send, stop, renew) -> PollRepo
         s.flush()
         report.poll_id = row.id
     cycle = _Cycle(store, config, client, report, stop, renew)
+    lease_lost = False
     try:
         cycle.run(force=force)
         report.complete = not report.errors
+    except LeaseLost as e:
+        lease_lost = True
+        report.errors.append(str(e))
+        log.error("poll %s: %s", report.poll_id, e)
     except Stopped:
         report.errors.append("stopped by a signal before the poll finished")
         log.warning("poll %s stopped before it finished; the rest is fetched next time", report.poll_id)
@@ -150,7 +160,7 @@ def _poll_locked(store, config, *, client, force, send, stop, renew) -> PollRepo
         report.bytes_received = client.stats.bytes_received - start_bytes
         if own_client:
             client.close()
-    if send and not stop.is_set():
+    if send and not stop.is_set() and not lease_lost:
         _send(store, config, report)
     with store.session() as s, s.begin():
         row = s.get(Poll, report.poll_id)
@@ -216,7 +226,9 @@ class _Cycle:
         # Renew the hour-long lease once a minute, not at every batch: each renewal is a write.
         now = time.monotonic()
         if now - self.renewed_at >= 60:
-            self.renew()
+            if not self.renew():
+                raise LeaseLost("lost the poll lock (its lease expired and another poller took it); "
+                                "stopped so that two polls do not run at once")
             self.renewed_at = now
 
     def run(self, *, force: bool) -> None:
@@ -285,9 +297,9 @@ class _Cycle:
                                       linked_from=linked_from)
         return self._account(raw, rec)
 
-    def _store_all(self, raws: list[dict]) -> list[str]:
+    def _store_all(self, raws: list[dict], requested: list[str | None] | None = None) -> list[str]:
         """A batch of received records, stored in one transaction."""
-        recs = self.store.record_fetches(raws, ignore=self.config.ignore)
+        recs = self.store.record_fetches(raws, ignore=self.config.ignore, requested_ids=requested)
         return [self._account(raw, rec) for raw, rec in zip(raws, recs)]
 
     def _account(self, raw: dict, rec) -> str:  # noqa: ANN001
@@ -312,6 +324,7 @@ class _Cycle:
     def _fetch(self, ids: list[str], *, since: dt.date | None) -> None:
         """Batched fetch of ``ids``. Without ``since`` every id must come back; one that does
         not is looked up alone, which tells an alias (301) from a removed record (404)."""
+        from .ctgov import _aliases
         from .record import nct_of
         from .store import utcnow
 
@@ -322,7 +335,19 @@ class _Cycle:
         for start in range(0, len(ids), batch):
             self.checkpoint()
             chunk = ids[start:start + batch]
-            returned.update(self._store_all(list(self.client.studies(chunk, updated_since=since))))
+            raws = list(self.client.studies(chunk, updated_since=since))
+            # filter.ids matches aliases too: a record that answers for an asked id it lists in
+            # nctIdAliases is that id's new home (a merge), remembered as the 301 would be.
+            asked = set(chunk)
+            requested: list[str | None] = []
+            for raw in raws:
+                nct = nct_of(raw)
+                alias = None if nct in asked else next(iter(sorted(_aliases(raw) & asked)), None)
+                requested.append(alias)
+                if alias:
+                    log.info("%s is now %s on ClinicalTrials.gov; following the new ID", alias, nct)
+                    returned.add(alias)
+            returned.update(self._store_all(raws, requested))
         if since is None:
             for missing in [i for i in ids if i not in returned]:
                 self.checkpoint()
