@@ -392,7 +392,7 @@ def test_request_starts_are_spaced_by_the_rate_limit(client_for, fake_time):
 
 
 def test_the_throttle_does_not_wait_when_requests_are_already_far_apart(client_for, fake_time):
-    script = Script(ok({"apiVersion": "2.0.5", "dataTimestamp": "x"}))
+    script = Script(ok({"apiVersion": "2.0.5", "dataTimestamp": "2026-11-25T09:00:05"}))
     client = client_for(script, requests_per_minute=30)
     client.version()
     fake_time.now += 10
@@ -401,7 +401,7 @@ def test_the_throttle_does_not_wait_when_requests_are_already_far_apart(client_f
 
 
 def test_user_agent_names_trialwatch_and_its_version(client_for):
-    script = Script(ok({"apiVersion": "2.0.5", "dataTimestamp": "x"}))
+    script = Script(ok({"apiVersion": "2.0.5", "dataTimestamp": "2026-11-25T09:00:05"}))
     client_for(script).version()
     ua = script.requests[0].headers["User-Agent"]
     assert ua.startswith(f"trialwatch/{trialwatch.__version__} ")
@@ -419,8 +419,13 @@ def test_a_version_without_a_timestamp_is_a_bad_response(client_for):
         client_for(Script(ok({"apiVersion": "2.0.5"}))).version()
 
 
+def test_a_version_whose_timestamp_is_not_a_date_is_a_bad_response(client_for):
+    with pytest.raises(CtgovBadResponse, match="not a date"):
+        client_for(Script(ok({"apiVersion": "2.0.5", "dataTimestamp": "soon"}))).version()
+
+
 def test_bytes_received_are_counted(client_for):
-    body = json.dumps({"apiVersion": "2.0.5", "dataTimestamp": "x"}).encode()
+    body = json.dumps({"apiVersion": "2.0.5", "dataTimestamp": "2026-11-25T09:00:05"}).encode()
     client = client_for(Script(ok(body)))
     client.version()
     assert client.stats.bytes_received == len(body)

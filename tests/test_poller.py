@@ -383,3 +383,40 @@ def test_a_lost_lease_stops_the_poll(store, db_url, monkeypatch):
         assert count(store, st.Snapshot) < 250
         # The other poller's lock is left alone.
         assert store.lock_holder(poller.LOCK_NAME).holder == "other:1:1"
+
+
+def test_a_watched_id_that_never_existed_does_not_defeat_the_one_request_skip(store, db_url):
+    records = clones(2)
+    ids = [r["protocolSection"]["identificationModule"]["nctId"] for r in records]
+    with StandIn(records, data_timestamp=DAY1) as api:
+        config = make_config(api, db_url, ids + ["NCT09999999"])  # e.g. a typo in config.yaml
+        first = poller.poll(store, config, send=False)
+        assert first.complete and first.trials_checked == 2
+        again = poller.poll(store, config, send=False)
+        assert again.skipped and again.requests == 1
+
+
+def test_poll_exits_6_when_its_mail_cannot_be_sent(db_url, tmp_path, capsys, record):
+    """A web subscriber's digest needs the signing key; without it the poll's data is stored and
+    the command says mail failed instead of exiting 0."""
+    records = clones(1)
+    nct = records[0]["protocolSection"]["identificationModule"]["nctId"]
+    with StandIn(records, data_timestamp=DAY1) as api:
+        cfg = tmp_path / "config.yaml"
+        cfg.write_text(f"database: {db_url}\nctgov: {{base_url: '{api.base_url}', requests_per_minute: 60000}}\n"
+                       f"trials: [{nct}]\n")
+        assert main(["--config", str(cfg), "poll"]) == 0
+        store = st.open_store(db_url)
+        with store.session() as s, s.begin():
+            sub = st.Subscriber(email="web@example.org", state="active", source="web", min_severity="minor")
+            sub.subscriptions = [st.Subscription(kind="trial", target=nct)]
+            s.add(sub)
+        store.close()
+        api.put(change_status(records[0], "ENROLLING_BY_INVITATION", updated="2026-11-25"))
+        api.set_data_timestamp(DAY2)
+        capsys.readouterr()
+        assert main(["--config", str(cfg), "poll", "--json"]) == 6
+        captured = capsys.readouterr()
+        out = json.loads(captured.out)
+        assert out["trials_changed"] == 1 and out["complete"] is True
+        assert "TRIALWATCH_SECRET_KEY" in captured.err

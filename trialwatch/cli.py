@@ -338,10 +338,11 @@ def poll(c: Context, force: bool, no_send: bool, as_json: bool) -> None:
 
         raise CtgovUnavailable("the poll did not finish: " + "; ".join(report.errors),
                                hint="What was fetched is stored; the rest is fetched on the next poll.")
-    if report.emails_failed:
+    if report.mail_error or report.emails_failed:
         from .errors import MailError
 
-        raise MailError(f"{report.emails_failed} message(s) could not be delivered; see 'trialwatch send'")
+        raise MailError(f"mail could not be sent: {report.mail_error}" if report.mail_error else
+                        f"{report.emails_failed} message(s) could not be delivered; see 'trialwatch send'")
 
 
 @cli.command()

@@ -238,6 +238,11 @@ class Client:
         api, ts = (data.get("apiVersion"), data.get("dataTimestamp")) if isinstance(data, dict) else (None, None)
         if not isinstance(api, str) or not isinstance(ts, str):
             raise CtgovBadResponse(f"GET /version answered an unexpected body: {_excerpt(json.dumps(data))}")
+        try:
+            # The poller takes the date of the last refresh from it: it must be a timestamp.
+            dt.datetime.fromisoformat(ts)
+        except ValueError:
+            raise CtgovBadResponse(f"GET /version answered a dataTimestamp that is not a date: {ts[:60]!r}") from None
         return Version(api_version=api, data_timestamp=ts)
 
     # -- paging ---------------------------------------------------------------------------------

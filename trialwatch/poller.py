@@ -51,6 +51,7 @@ class PollReport:
     data_timestamp: str | None = None
     events: int = 0
     errors: list[str] = field(default_factory=list)
+    mail_error: str | None = None  # sending raised: the poll's data is stored, its mail waits
     poll_id: int | None = None
 
     def to_dict(self) -> dict:
@@ -200,6 +201,7 @@ def _send(store: "Store", config: "Config", report: PollReport) -> None:
         res = send_pending(store, config, force=False)
     except Exception as e:  # noqa: BLE001 - a mail problem must not lose the poll's record
         report.errors.append(f"sending mail failed: {e}")
+        report.mail_error = str(e)
         log.error("sending mail failed: %s; messages stay queued", e)
         return
     report.emails_sent = len(res.sent)
@@ -276,10 +278,13 @@ class _Cycle:
     def _never_fetched(self, ids: list[str]) -> list[str]:
         from sqlalchemy import select
 
-        from .store import Snapshot
+        from .store import Snapshot, Trial
 
         with self.store.session() as s:
             have = set(s.scalars(select(Snapshot.nct_id).where(Snapshot.nct_id.in_(ids)).distinct())) if ids else set()
+            # An id that answered 404 has been fetched: the full sweep asks again.
+            have |= set(s.scalars(select(Trial.nct_id).where(Trial.nct_id.in_(ids),
+                                                               Trial.gone_at.is_not(None)))) if ids else set()
         return [i for i in ids if i not in have]
 
     def _never_run_searches(self) -> set[str]:
