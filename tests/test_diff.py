@@ -504,3 +504,58 @@ def test_a_new_large_document_is_one_minor_change_naming_the_file():
     [c] = diff(old, new)
     assert (c.field, c.severity) == ("documents", "minor")
     assert c.detail == "+ SAP_002.pdf"
+
+
+# --- review fixes ---------------------------------------------------------------------------
+
+def _two_research_sites(rec: dict) -> dict:
+    return edit(rec, f"{PS}.contactsLocationsModule.locations", [
+        {"facility": "Research Site", "city": "Boston", "state": "Massachusetts", "zip": "02115",
+         "country": "United States", "status": "RECRUITING"},
+        {"facility": "Research Site", "city": "Boston", "state": "Massachusetts", "zip": "02114",
+         "country": "United States", "status": "SUSPENDED"},
+    ])
+
+
+def test_sites_sharing_facility_city_country_pair_by_address_not_by_position():
+    old = _two_research_sites(load("NCT04267848"))
+    new = copy.deepcopy(old)
+    new[PS]["contactsLocationsModule"]["locations"][0]["status"] = "TERMINATED"   # now sorts last
+    changes = diff(old, new)
+    assert [(c.field, c.old, c.new) for c in changes] == [("site_status", "RECRUITING", "TERMINATED")]
+
+    gone = copy.deepcopy(old)
+    del gone[PS]["contactsLocationsModule"]["locations"][0]
+    changes = diff(old, gone)
+    assert fields(changes) == ["site_removed"]
+    assert changes[0].old["status"] == "RECRUITING"
+
+
+def test_whitespace_only_eligibility_edit_is_not_an_important_change():
+    old = load("NCT04267848")
+    text = old[PS]["eligibilityModule"]["eligibilityCriteria"]
+    new = edit(old, f"{PS}.eligibilityModule.eligibilityCriteria",
+               text.replace("\n", "  \n", 3).replace("\n\n", "\n\n\n", 1))
+    changes = diff(old, new)
+    assert fields(changes) == ["eligibility_criteria"]
+    assert changes[0].severity == "minor"
+    # Indentation nests markdown bullets: that is still a real, important edit.
+    nested = edit(old, f"{PS}.eligibilityModule.eligibilityCriteria", text.replace("\n* ", "\n  * ", 1))
+    assert [c.severity for c in diff(old, nested)] == ["important"]
+
+
+@pytest.mark.parametrize("path, value", [
+    (f"{PS}", 5),
+    (f"{PS}.statusModule.overallStatus", []),
+    (f"{PS}.eligibilityModule.eligibilityCriteria", 5),
+    (f"{PS}.outcomesModule.primaryOutcomes", [{"measure": [1, "a"]}]),
+    (f"{PS}.armsInterventionsModule.armGroups", [{"label": 5}, {"label": "Arm A"}]),
+    (f"{PS}.contactsLocationsModule.locations", [{"facility": 5, "city": "X"}, {"facility": "Y", "state": 3}]),
+    ("resultsSection", "x"),
+    ("annotationSection", 5),
+    ("documentSection", {"largeDocumentModule": {"largeDocs": [{"filename": 5}, {"filename": "a.pdf"}]}}),
+])
+def test_wrong_types_in_a_partial_record_are_reported_not_a_crash(path, value):
+    old = load("NCT02513394")
+    new = edit(old, path, value)
+    assert diff(old, new) and diff(new, old)

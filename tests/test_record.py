@@ -154,3 +154,21 @@ def test_summary_of_a_skeleton_record_does_not_crash():
     assert (s.sites, s.sites_by_status, s.phases, s.expanded_access) == ([], {}, [], None)
     assert s.status_words == "—"
     assert record.summary({}).url is None
+
+
+# --- review fixes ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("raw", ["NCT0326860\uff13", "NCT1\u0662\u0663", "NCT\u0660\u0663268603"])
+def test_nct_numbers_with_non_ascii_digits_raise(raw):
+    with pytest.raises(InvalidNctId):
+        record.normalize_nct(raw)
+
+
+def test_summary_of_wrong_typed_eligibility_and_site_status_does_not_crash():
+    r = copy.deepcopy(load("NCT04267848"))
+    r["protocolSection"]["eligibilityModule"] = 5
+    locs = r["protocolSection"]["contactsLocationsModule"]["locations"]
+    locs[0]["status"], locs[1]["status"] = 5, ["RECRUITING"]
+    s = record.summary(r)
+    assert s.eligibility.criteria is None
+    assert s.sites_by_status[record.UNSPECIFIED] == 2

@@ -159,7 +159,7 @@ _ACRONYMS = {"nct": "NCT", "id": "ID", "ids": "IDs", "ipd": "IPD", "fda": "FDA",
 
 def _path_label(path: str) -> str:
     """``…designInfo.maskingInfo.masking`` -> ``Masking``; ``…organization.class`` -> ``Organization class``."""
-    parts = [p for p in path.split(".") if p != _PS]
+    parts = [p for p in path.split(".") if p != _PS] or [path]
     words = _humanize(parts[-1])
     if parts[-1] in _VAGUE and len(parts) > 1:
         parent = _humanize(parts[-2])
@@ -168,11 +168,16 @@ def _path_label(path: str) -> str:
     return words[:1].upper() + words[1:]
 
 
+def _text(v: Any) -> str:
+    # Keys must be strings whatever a partial record holds, so sorting them cannot fail.
+    return v if isinstance(v, str) else ("" if v is None else rec.words(v))
+
+
 def line_diff(old: str | None, new: str | None, *, context: int = 1) -> str:
     """Changed lines of two texts, ``- `` removed, ``+ `` added, ``  `` context, ``…`` between hunks."""
     out: list[str] = []
     started = False
-    for line in difflib.unified_diff((old or "").splitlines(), (new or "").splitlines(),
+    for line in difflib.unified_diff(_text(old).splitlines(), _text(new).splitlines(),
                                      lineterm="", n=context):
         if line.startswith("@@"):
             if started:
@@ -219,7 +224,7 @@ def _keyed(items: Iterable[Any], key: Callable[[dict], Any]) -> dict[tuple, dict
     for item in items:
         if not isinstance(item, dict):
             item = {"value": item}
-        k = key(item)
+        k = _text(key(item))
         out[(k, seen[k])] = item
         seen[k] += 1
     return out
@@ -246,7 +251,7 @@ def _overall_status(o: dict, n: dict) -> list[Change]:
     if a == b:
         return []
     return [Change("overall_status", "Overall status", a, b,
-                   "critical" if b in STOPPED else "important")]
+                   "critical" if isinstance(b, str) and b in STOPPED else "important")]
 
 
 def _why_stopped(o: dict, n: dict) -> list[Change]:
@@ -258,7 +263,7 @@ def _why_stopped(o: dict, n: dict) -> list[Change]:
 
 
 def _measure(item: dict) -> str:
-    return item.get("measure") or ""
+    return _text(item.get("measure"))
 
 
 def _primary_outcomes(o: dict, n: dict) -> list[Change]:
@@ -289,12 +294,57 @@ def _primary_outcomes(o: dict, n: dict) -> list[Change]:
 
 
 def _site_key(loc: dict) -> tuple[str, str, str]:
-    return (loc.get("facility") or "", loc.get("city") or "", loc.get("country") or "")
+    return (_text(loc.get("facility")), _text(loc.get("city")), _text(loc.get("country")))
+
+
+def _paired_sites(a: list, b: list) -> tuple[dict[tuple, dict], dict[tuple, dict]]:
+    """Old and new sites under shared keys: the same key on both sides is the same site.
+
+    Several sites may share (facility, city, country) ("Research Site" sponsors list one per
+    address). Numbering them by position would pair different sites once the canonical sort
+    moves one (its status changed), making phantom changes on both. So, within such a group,
+    identical sites pair first, then sites at the same address (state, zip, geoPoint), then the
+    rest in order; a site left over is added or removed."""
+    ga: dict[tuple, list[dict]] = {}
+    gb: dict[tuple, list[dict]] = {}
+    for items, groups in ((a, ga), (b, gb)):
+        for item in items:
+            if not isinstance(item, dict):
+                item = {"value": item}
+            groups.setdefault(_site_key(item), []).append(item)
+    ka: dict[tuple, dict] = {}
+    kb: dict[tuple, dict] = {}
+    for k in set(ga) | set(gb):
+        xs, ys = ga.get(k, []), gb.get(k, [])
+        if len(xs) <= 1 and len(ys) <= 1:
+            if xs:
+                ka[(k, 0)] = xs[0]
+            if ys:
+                kb[(k, 0)] = ys[0]
+            continue
+        xs, ys = list(xs), list(ys)
+        pairs: list[tuple[dict | None, dict | None]] = []
+        for same in (lambda x, y: x == y,
+                     lambda x, y: all(x.get(f) == y.get(f) for f in ("state", "zip", "geoPoint"))):
+            for x in list(xs):
+                y = next((y for y in ys if same(x, y)), None)
+                if y is not None:
+                    pairs.append((x, y))
+                    xs.remove(x)
+                    ys.remove(y)
+        pairs += list(zip(xs, ys))
+        pairs += [(x, None) for x in xs[len(ys):]] + [(None, y) for y in ys[len(xs):]]
+        for i, (x, y) in enumerate(pairs):
+            if x is not None:
+                ka[(k, i)] = x
+            if y is not None:
+                kb[(k, i)] = y
+    return ka, kb
 
 
 def _site_name(loc: dict) -> str:
-    place = ", ".join(p for p in (loc.get("city"), loc.get("state"), loc.get("country")) if p)
-    fac = loc.get("facility")
+    place = ", ".join(p for p in (_text(loc.get(k)) for k in ("city", "state", "country")) if p)
+    fac = _text(loc.get("facility"))
     return f"{fac} ({place})" if fac and place else (fac or place or "(unnamed site)")
 
 
@@ -309,7 +359,7 @@ def _sites(o: dict, n: dict) -> list[Change]:
     a, b = _list(rec.get(o, _LOCATIONS)), _list(rec.get(n, _LOCATIONS))
     if a == b:
         return []
-    ka, kb = _keyed(a, _site_key), _keyed(b, _site_key)
+    ka, kb = _paired_sites(a, b)
     out = []
     # The registry drops per-site status from every site once a study stops recruiting: one
     # summary line instead of a thousand "Recruiting -> —" lines (overall_status carries the news).
@@ -327,7 +377,7 @@ def _sites(o: dict, n: dict) -> list[Change]:
         if x == y:
             continue
         loc = y if y is not None else x
-        site = loc.get("facility") or _site_name(loc)
+        site = _text(loc.get("facility")) or _site_name(loc)
         label = f"Site: {_site_name(loc)}"
         if x is None:
             out.append(Change("site_added", label, None, _site_value(y), "important", site=site))
@@ -388,6 +438,25 @@ def _people(field: str, label: str, path: str) -> Callable[[dict, dict], list[Ch
     return entry
 
 
+def _layout(text: Any) -> list[str]:
+    """The lines of a text without what markdown does not render: trailing spaces, blank lines, CR.
+    (Leading indentation stays: it nests bullets.)"""
+    return [line.rstrip() for line in _text(text).replace("\r", "").split("\n") if line.strip()]
+
+
+def _eligibility_criteria(o: dict, n: dict) -> list[Change]:
+    a, b = rec.get(o, f"{_ELIG}.eligibilityCriteria"), rec.get(n, f"{_ELIG}.eligibilityCriteria")
+    if a == b:
+        return []
+    if isinstance(a, str) and isinstance(b, str) and _layout(a) == _layout(b):
+        # Re-spacing alone: not one criterion reads differently, so no physician needs alerting
+        # (and a line diff of it would show identical-looking lines).
+        return [Change("eligibility_criteria", "Eligibility criteria (whitespace only)", a, b, "minor",
+                       detail="Only spacing or blank lines changed; no criterion was reworded.")]
+    return [Change("eligibility_criteria", "Eligibility criteria", a, b, "important",
+                   detail=line_diff(a, b))]
+
+
 def _ages(o: dict, n: dict) -> list[Change]:
     out = (_value("minimum_age", "Minimum age", f"{_ELIG}.minimumAge", "important")(o, n)
            + _value("maximum_age", "Maximum age", f"{_ELIG}.maximumAge", "important")(o, n))
@@ -397,7 +466,8 @@ def _ages(o: dict, n: dict) -> list[Change]:
 
 def _results(o: dict, n: dict) -> list[Change]:
     a, b = bool(rec.get(o, "hasResults")), bool(rec.get(n, "hasResults"))
-    ra, rb = rec.get(o, "resultsSection") or {}, rec.get(n, "resultsSection") or {}
+    ra, rb = rec.get(o, "resultsSection"), rec.get(n, "resultsSection")
+    ra, rb = (x if isinstance(x, dict) else {} for x in (ra, rb))   # else the fallback reports it
     if a != b:
         # The resultsFirst* dates in statusModule arrive with the results: folded in here.
         posted = rec.get(n, f"{_STATUS}.resultsFirstPostDateStruct.date")
@@ -419,7 +489,7 @@ def _documents(o: dict, n: dict) -> list[Change]:
     if a == b:
         return []
     files = lambda d: sorted(  # noqa: E731
-        (doc.get("filename") or doc.get("label") or "") for doc in
+        _text(doc.get("filename") or doc.get("label")) for doc in
         _list(rec.get(d, "largeDocumentModule.largeDocs")) if isinstance(doc, dict))
     fa, fb = files(a), files(b)
     return [Change("documents", "Documents", fa, fb, "minor",
@@ -427,7 +497,8 @@ def _documents(o: dict, n: dict) -> list[Change]:
 
 
 def _annotations(o: dict, n: dict) -> list[Change]:
-    a, b = rec.get(o, "annotationSection") or {}, rec.get(n, "annotationSection") or {}
+    a, b = rec.get(o, "annotationSection"), rec.get(n, "annotationSection")
+    a, b = (x if isinstance(x, dict) else {} for x in (a, b))   # else the fallback reports it
     if a == b:
         return []
     updated = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
@@ -459,9 +530,7 @@ _CATALOGUE: list[tuple[tuple[str, ...], Callable[[dict, dict], list[Change]]]] =
             f"{_STATUS}.primaryCompletionDateStruct", "important")),
     ((f"{_STATUS}.completionDateStruct",),
      _value("completion_date", "Completion date", f"{_STATUS}.completionDateStruct", "important")),
-    ((f"{_ELIG}.eligibilityCriteria",),
-     _value("eligibility_criteria", "Eligibility criteria", f"{_ELIG}.eligibilityCriteria", "important",
-            line_diff)),
+    ((f"{_ELIG}.eligibilityCriteria",), _eligibility_criteria),
     ((f"{_ELIG}.sex",), _value("sex", "Sex", f"{_ELIG}.sex", "important")),
     ((f"{_ELIG}.minimumAge", f"{_ELIG}.maximumAge", f"{_ELIG}.stdAges"), _ages),
     ((f"{_ELIG}.healthyVolunteers",),

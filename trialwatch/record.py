@@ -17,7 +17,9 @@ from typing import Any
 
 from .errors import InvalidNctId
 
-_NCT_RE = re.compile(r"^NCT0*([1-9]\d{0,7})$", re.IGNORECASE)
+# ASCII: ``\d`` would otherwise accept other scripts' digits ("NCT0326860３") and build an ID
+# that no URL or database key matches.
+_NCT_RE = re.compile(r"^NCT0*([1-9]\d{0,7})$", re.IGNORECASE | re.ASCII)
 
 
 def normalize_nct(value: str) -> str:
@@ -290,9 +292,12 @@ def summary(record: dict) -> Summary:
                   country=loc.get("country"), status=loc.get("status"),
                   contacts=[_contact(c) for c in _list(loc.get("contacts")) if isinstance(c, dict)])
              for loc in locations]
-    by_status = Counter(s.status or UNSPECIFIED for s in sites)
+    # A status that is not an enum string is no status (a wrong type must not break the sort).
+    by_status = Counter(s.status if s.status and isinstance(s.status, str) else UNSPECIFIED
+                        for s in sites)
     eai = g("statusModule.expandedAccessInfo")
-    elig = g("eligibilityModule") or {}
+    elig = g("eligibilityModule")
+    elig = elig if isinstance(elig, dict) else {}
     return Summary(
         nct_id=nct,
         title=g("identificationModule.briefTitle"),
