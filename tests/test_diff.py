@@ -155,7 +155,24 @@ def test_primary_outcome_rewritten_is_critical_and_names_both_measures():
     [c] = diff(old, new)
     assert (c.field, c.severity) == ("primary_outcomes", "critical")
     assert (c.old, c.new) == (["Disease free survival (DFS)"], ["Overall survival (OS)"])
-    assert c.detail == "- Disease free survival (DFS)\n+ Overall survival (OS)"
+    tf = old[PS]["outcomesModule"]["primaryOutcomes"][0]["timeFrame"]
+    assert c.detail == f"- Disease free survival (DFS) (time frame: {tf})\n+ Overall survival (OS) (time frame: {tf})"
+
+
+def test_a_reworded_primary_outcome_shows_its_moved_time_frame_too():
+    old = load("NCT04267848")
+    new = copy.deepcopy(old)
+    outcome = new[PS]["outcomesModule"]["primaryOutcomes"][0]
+    outcome["measure"], outcome["timeFrame"] = "Overall survival (OS)", "Up to 10 years"
+    [c] = diff(old, new)
+    assert c.severity == "critical" and "+ Overall survival (OS) (time frame: Up to 10 years)" in c.detail
+
+
+def test_a_primary_outcome_whose_wording_only_changed_spacing_is_not_critical():
+    old = load("NCT04267848")
+    new = copy.deepcopy(old)
+    new[PS]["outcomesModule"]["primaryOutcomes"][0]["measure"] = "Disease  free survival (DFS) "
+    assert [(c.field, c.severity) for c in diff(old, new)] == [("primary_outcomes", "minor")]
 
 
 def test_primary_outcome_added_is_critical():

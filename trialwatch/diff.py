@@ -266,6 +266,15 @@ def _measure(item: dict) -> str:
     return _text(item.get("measure"))
 
 
+def _squash(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _with_time_frame(item: dict) -> str:
+    tf = item.get("timeFrame")
+    return f"{_measure(item)} (time frame: {_text(tf)})" if tf else _measure(item)
+
+
 def _primary_outcomes(o: dict, n: dict) -> list[Change]:
     a = [x for x in _list(rec.get(o, f"{_OUTCOMES}.primaryOutcomes")) if isinstance(x, dict)]
     b = [x for x in _list(rec.get(n, f"{_OUTCOMES}.primaryOutcomes")) if isinstance(x, dict)]
@@ -273,10 +282,15 @@ def _primary_outcomes(o: dict, n: dict) -> list[Change]:
         return []
     ma, mb = [_measure(x) for x in a], [_measure(x) for x in b]
     out = []
-    if Counter(ma) != Counter(mb):
-        # Swapping the primary endpoint is what invalidates a trial's conclusions.
+    if Counter(map(_squash, ma)) == Counter(map(_squash, mb)) and Counter(ma) != Counter(mb):
+        # Only spacing differs: the endpoint is the same, so no critical alert.
+        out.append(Change("primary_outcomes", "Primary outcomes (whitespace only)", ma, mb, "minor"))
+    elif Counter(ma) != Counter(mb):
+        # Swapping the primary endpoint is what invalidates a trial's conclusions. The detail
+        # carries each measure's time frame, which a rewording may have moved as well.
         out.append(Change("primary_outcomes", "Primary outcomes", ma, mb, "critical",
-                          detail=_set_detail(ma, mb)))
+                          detail=_set_detail([_with_time_frame(x) for x in a],
+                                             [_with_time_frame(x) for x in b])))
     elif ma != mb:
         out.append(Change("primary_outcomes", "Primary outcomes (order)", ma, mb, "minor"))
     ka, kb = _keyed(a, _measure), _keyed(b, _measure)
