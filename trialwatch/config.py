@@ -291,7 +291,8 @@ def resolve_path(path: str | os.PathLike[str] | None) -> Path | None:
     """``--config PATH``, else $TRIALWATCH_CONFIG, else ./config.yaml if present, else None."""
     if path is not None:
         p = Path(path)
-        if not p.is_file():
+        # exists(), not is_file(): `--config <(...)` hands over a pipe, which is fine to read.
+        if not p.exists() or p.is_dir():
             raise ConfigError(f"config file {p} does not exist", hint="Pass an existing file to --config.")
         return p
     env = os.environ.get(ENV_CONFIG)
