@@ -35,6 +35,10 @@ def clones(n: int, bases: list[dict] | None = None, *, updated: str = "2026-01-1
     return out
 
 
+def ids_of(records: list[dict]) -> list[str]:
+    return [r["protocolSection"]["identificationModule"]["nctId"] for r in records]
+
+
 def set_updated(r: dict, date: str) -> dict:
     r["protocolSection"]["statusModule"]["lastUpdatePostDateStruct"] = {"date": date, "type": "ACTUAL"}
     return r

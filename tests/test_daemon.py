@@ -16,7 +16,7 @@ from trialwatch import store as st
 from trialwatch.config import loads
 from trialwatch.daemon import Daemon
 
-from corpus import clones
+from corpus import clones, ids_of
 from standin import StandIn
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,7 +55,7 @@ def polls(store):
 
 def test_sigterm_after_a_poll_exits_0(tmp_path, db_url):
     records = clones(5)
-    ids = [r["protocolSection"]["identificationModule"]["nctId"] for r in records]
+    ids = ids_of(records)
     with StandIn(records) as api:
         cfg = tmp_path / "config.yaml"
         cfg.write_text(f"database: {db_url}\nctgov: {{base_url: '{api.base_url}', requests_per_minute: 60000}}\n"
@@ -72,7 +72,7 @@ def test_sigterm_after_a_poll_exits_0(tmp_path, db_url):
 
 def test_sigterm_during_a_poll_stops_at_a_step_boundary(tmp_path, db_url):
     records = clones(50)
-    ids = [r["protocolSection"]["identificationModule"]["nctId"] for r in records]
+    ids = ids_of(records)
     with StandIn(records) as api:
         cfg = tmp_path / "config.yaml"
         # 10 ids per batch at 2 requests a second: the poll takes ~3 s, long enough to interrupt.
@@ -105,7 +105,7 @@ def test_a_stop_during_a_retry_wait_ends_the_poll_at_once(store, tmp_path):
     import threading
 
     records = clones(3)
-    ids = [r["protocolSection"]["identificationModule"]["nctId"] for r in records]
+    ids = ids_of(records)
     with StandIn(records) as api:
         config = loads(f"database: sqlite:///{tmp_path / 'x.db'}\n"
                        f"ctgov: {{base_url: '{api.base_url}', requests_per_minute: 60000}}\n"

@@ -15,7 +15,7 @@ from trialwatch.cli import main
 from trialwatch.config import loads
 from trialwatch.errors import LockHeld
 
-from corpus import change_status, clones, set_updated
+from corpus import change_status, clones, ids_of, set_updated
 from standin import StandIn
 
 DAY1 = "2026-11-24T09:00:05"
@@ -45,7 +45,7 @@ def test_requests_stay_within_the_budget(store, db_url):
     n, c = 250, 20
     records = clones(n)
     with StandIn(records, data_timestamp=DAY1) as api:
-        config = make_config(api, db_url, [r["protocolSection"]["identificationModule"]["nctId"] for r in records])
+        config = make_config(api, db_url, ids_of(records))
         first = poller.poll(store, config, send=False)
         assert first.complete and first.trials_checked == n
         assert first.requests == 1 + math.ceil(n / 100)
@@ -74,7 +74,7 @@ def test_requests_stay_within_the_budget(store, db_url):
 def test_forced_poll_fetches_everything_and_stores_nothing_new(store, db_url):
     records = clones(30)
     with StandIn(records, data_timestamp=DAY1) as api:
-        config = make_config(api, db_url, [r["protocolSection"]["identificationModule"]["nctId"] for r in records])
+        config = make_config(api, db_url, ids_of(records))
         poller.poll(store, config, send=False)
         report = poller.poll(store, config, send=False, force=True)
         assert not report.skipped and report.trials_checked == 30 and report.trials_changed == 0
@@ -83,7 +83,7 @@ def test_forced_poll_fetches_everything_and_stores_nothing_new(store, db_url):
 
 def test_a_trial_added_to_the_config_is_fetched_even_when_data_is_unchanged(store, db_url):
     records = clones(3)
-    ids = [r["protocolSection"]["identificationModule"]["nctId"] for r in records]
+    ids = ids_of(records)
     with StandIn(records, data_timestamp=DAY1) as api:
         poller.poll(store, make_config(api, db_url, ids[:2]), send=False)
         report = poller.poll(store, make_config(api, db_url, ids), send=False)
@@ -105,7 +105,7 @@ class FailFrom(httpx.BaseTransport):
 
 def test_a_poll_that_fails_part_way_keeps_what_it_fetched_and_retries_the_rest(store, db_url):
     records = clones(250)
-    ids = [r["protocolSection"]["identificationModule"]["nctId"] for r in records]
+    ids = ids_of(records)
     with StandIn(records, data_timestamp=DAY1) as api:
         config = make_config(api, db_url, ids)
         # request 1 = /version, 2 and 3 = the first two batches; the third batch fails for good.
@@ -121,7 +121,7 @@ def test_a_poll_that_fails_part_way_keeps_what_it_fetched_and_retries_the_rest(s
 
 def test_poll_cli_json_and_exit_code_when_incomplete(db_url, tmp_path, capsys):
     records = clones(5)
-    ids = [r["protocolSection"]["identificationModule"]["nctId"] for r in records]
+    ids = ids_of(records)
     with StandIn(records, data_timestamp=DAY1) as api:
         cfg = tmp_path / "config.yaml"
         cfg.write_text(f"database: {db_url}\nctgov:\n  base_url: {api.base_url}\n  requests_per_minute: 60000\n"
@@ -145,7 +145,7 @@ def test_saved_search_membership_events(store, db_url):
     records = clones(6)
     for r in records:
         r["protocolSection"].setdefault("conditionsModule", {})["conditions"] = ["Amyotrophic Lateral Sclerosis"]
-    ids = [r["protocolSection"]["identificationModule"]["nctId"] for r in records]
+    ids = ids_of(records)
     for r in records[:4]:
         r["protocolSection"]["statusModule"]["overallStatus"] = "RECRUITING"
     for r in records[4:]:
@@ -210,7 +210,7 @@ def test_alias_merges_into_the_new_id(store, db_url):
 
 def test_a_record_that_disappears_is_an_event_not_a_crash(store, db_url):
     records = clones(3)
-    ids = [r["protocolSection"]["identificationModule"]["nctId"] for r in records]
+    ids = ids_of(records)
     with StandIn(records, data_timestamp=DAY1) as api:
         config = make_config(api, db_url, ids)
         poller.poll(store, config, send=False)
@@ -225,7 +225,7 @@ def test_a_record_that_disappears_is_an_event_not_a_crash(store, db_url):
 
 def test_rerunning_a_poll_creates_no_duplicates(store, db_url):
     records = clones(10)
-    ids = [r["protocolSection"]["identificationModule"]["nctId"] for r in records]
+    ids = ids_of(records)
     with StandIn(records, data_timestamp=DAY1) as api:
         config = make_config(api, db_url, ids)
         poller.poll(store, config, send=False)
@@ -238,7 +238,7 @@ def test_rerunning_a_poll_creates_no_duplicates(store, db_url):
 
 def test_two_pollers_at_once_produce_no_duplicates(db_url):
     records = clones(120)
-    ids = [r["protocolSection"]["identificationModule"]["nctId"] for r in records]
+    ids = ids_of(records)
     stores = [st.open_store(db_url), st.open_store(db_url)]
     with StandIn(records, data_timestamp=DAY1) as api:
         config = make_config(api, db_url, ids)
@@ -271,7 +271,7 @@ def test_a_weekly_full_sweep_notices_a_removed_record_that_incremental_polls_can
     from sqlalchemy import update
 
     records = clones(3)
-    ids = [r["protocolSection"]["identificationModule"]["nctId"] for r in records]
+    ids = ids_of(records)
     with StandIn(records, data_timestamp=DAY1) as api:
         config = make_config(api, db_url, ids)
         assert poller.poll(store, config, send=False).full
@@ -292,7 +292,7 @@ def test_two_poll_processes_started_together_produce_no_duplicates(db_url, tmp_p
     import sys
 
     records = clones(150)
-    ids = [r["protocolSection"]["identificationModule"]["nctId"] for r in records]
+    ids = ids_of(records)
     with StandIn(records, data_timestamp=DAY1) as api:
         cfg = tmp_path / "config.yaml"
         cfg.write_text(f"database: {db_url}\nctgov: {{base_url: '{api.base_url}', requests_per_minute: 60000}}\n"
@@ -358,7 +358,7 @@ def test_a_lost_lease_stops_the_poll(store, db_url, monkeypatch):
     from sqlalchemy import update
 
     records = clones(250)
-    ids = [r["protocolSection"]["identificationModule"]["nctId"] for r in records]
+    ids = ids_of(records)
     clock = [1000.0]
     monkeypatch.setattr(poller.time, "monotonic", lambda: clock[0])
 
@@ -387,7 +387,7 @@ def test_a_lost_lease_stops_the_poll(store, db_url, monkeypatch):
 
 def test_a_watched_id_that_never_existed_does_not_defeat_the_one_request_skip(store, db_url):
     records = clones(2)
-    ids = [r["protocolSection"]["identificationModule"]["nctId"] for r in records]
+    ids = ids_of(records)
     with StandIn(records, data_timestamp=DAY1) as api:
         config = make_config(api, db_url, ids + ["NCT09999999"])  # e.g. a typo in config.yaml
         first = poller.poll(store, config, send=False)

@@ -156,13 +156,12 @@ def watch(c: Context, nct_ids: tuple[str, ...]) -> None:
     from sqlalchemy import update
 
     from .check import check_trials
-    from .poller import watched_ids
+    from .poller import watch_reasons
     from .store import Trial
 
     if not nct_ids:
-        reasons = _watch_reasons(c)
-        for nct in watched_ids(c.store, c.config):
-            click.echo(f"{nct}  {', '.join(reasons.get(nct, ['followed']))}")
+        for nct, reasons in watch_reasons(c.store, c.config).items():
+            click.echo(f"{nct}  {', '.join(reasons)}")
         return
     ids = _normalize_all(nct_ids)
     c.sync_subscribers()
@@ -188,46 +187,19 @@ def unwatch(c: Context, nct_ids: tuple[str, ...]) -> None:
     """Take trials added with `trialwatch watch` off the watch list (their history is kept)."""
     from sqlalchemy import update
 
+    from .poller import watch_reasons
     from .store import Trial
 
     ids = [c.store.resolve_alias(n) for n in _normalize_all(nct_ids)]
     with c.store.session() as s, s.begin():
         s.execute(update(Trial).where(Trial.nct_id.in_(ids)).values(watched=False))
-    reasons = _watch_reasons(c)
+    reasons = watch_reasons(c.store, c.config)
     for nct in ids:
         still = [r for r in reasons.get(nct, []) if r != "trialwatch watch"]
         if still:
             click.echo(f"{nct}: no longer on the `trialwatch watch` list, but still followed: {', '.join(still)}")
         else:
             click.echo(f"{nct}: no longer watched; its stored history is kept.")
-
-
-def _watch_reasons(c: Context) -> dict[str, list[str]]:
-    from sqlalchemy import select
-
-    from .store import SearchMember, Subscriber, Subscription, Trial
-
-    reasons: dict[str, list[str]] = {}
-    for nct in c.config.trials:
-        reasons.setdefault(nct, []).append("config.yaml trials")
-    for sub in c.config.subscribers:
-        for nct in sub.trials:
-            reasons.setdefault(nct, []).append(f"config.yaml subscriber {sub.email}")
-    names = {x.name for x in c.config.searches}
-    with c.store.session() as s:
-        for t in s.scalars(select(Trial).where((Trial.watched.is_(True)) | (Trial.linked_from.is_not(None)))):
-            if t.watched:
-                reasons.setdefault(t.nct_id, []).append("trialwatch watch")
-            if t.linked_from:
-                reasons.setdefault(t.nct_id, []).append(t.linked_from.replace("expanded_access:", "expanded access of "))
-        for target, email in s.execute(select(Subscription.target, Subscriber.email).join(Subscriber)
-                                       .where(Subscription.kind == "trial", Subscriber.state == "active",
-                                              Subscriber.source == "web")):
-            reasons.setdefault(target, []).append(f"web subscriber {email}")
-        for m in s.scalars(select(SearchMember).where(SearchMember.active.is_(True))):
-            if m.search in names:
-                reasons.setdefault(m.nct_id, []).append(f"saved search {m.search}")
-    return reasons
 
 
 # -- history ----------------------------------------------------------------------------------

@@ -25,10 +25,9 @@ log = logging.getLogger("trialwatch.daemon")
 
 
 class Daemon:
-    def __init__(self, store: "Store", config: "Config", *, client_factory=None) -> None:  # noqa: ANN001
+    def __init__(self, store: "Store", config: "Config") -> None:
         self.store = store
         self.config = config
-        self.client_factory = client_factory
         self.stop = threading.Event()
         self.polls = 0
         self._scheduler = None
@@ -58,8 +57,7 @@ class Daemon:
         if self._client is None:
             from .ctgov import Client
 
-            self._client = self.client_factory() if self.client_factory else Client.from_config(
-                self.config.ctgov, sleep=self._sleep)
+            self._client = Client.from_config(self.config.ctgov, sleep=self._sleep)
         return self._client
 
     def _sleep(self, seconds: float) -> None:

@@ -77,32 +77,42 @@ def last_complete_poll(store: "Store"):
                          .order_by(Poll.id.desc()).limit(1)).first()
 
 
-def watched_ids(store: "Store", config: "Config") -> list[str]:
-    """Every record the poll follows: config trials, trials added with `trialwatch watch`, web
-    subscribers' trials, linked records, and the members of saved searches (aliases resolved to
-    their current IDs)."""
+def watch_reasons(store: "Store", config: "Config") -> dict[str, list[str]]:
+    """Every record the poll follows, in order, with why: config trials (and config
+    subscribers' trials), `trialwatch watch`, web subscribers' trials, linked records, and the
+    members of saved searches. Aliases are resolved to their current IDs. The one definition of
+    what is watched: the poller, `trialwatch watch` and the web pages all read it."""
     from sqlalchemy import select
 
     from .store import SearchMember, Subscriber, Subscription, Trial, TrialAlias
 
-    ids: list[str] = list(config.all_trials())
-    names = {s.name for s in config.searches}
+    found: list[tuple[str, str]] = [(n, "config.yaml trials") for n in config.trials]
+    found += [(n, f"config.yaml subscriber {sub.email}") for sub in config.subscribers for n in sub.trials]
+    names = {x.name for x in config.searches}
     with store.session() as s:
-        ids += s.scalars(select(Subscription.target).join(Subscriber)
-                         .where(Subscription.kind == "trial", Subscriber.state == "active"))
-        ids += s.scalars(select(Trial.nct_id).where(Trial.watched.is_(True)).order_by(Trial.nct_id))
-        ids += s.scalars(select(Trial.nct_id).where(Trial.linked_from.is_not(None)))
-        ids += [m.nct_id for m in s.scalars(select(SearchMember).where(SearchMember.active.is_(True)))
-                if m.search in names]
-        aliases = {a.alias: a.nct_id for a in s.scalars(select(TrialAlias))}
-    out: list[str] = []
-    seen: set[str] = set()
-    for i in ids:
-        i = aliases.get(i, i)
-        if i not in seen:
-            seen.add(i)
-            out.append(i)
+        found += [(n, "trialwatch watch") for n in s.scalars(
+            select(Trial.nct_id).where(Trial.watched.is_(True)).order_by(Trial.nct_id))]
+        # Config subscribers' trials are listed above, from the file itself.
+        found += [(n, f"web subscriber {email}") for n, email in s.execute(
+            select(Subscription.target, Subscriber.email).join(Subscriber)
+            .where(Subscription.kind == "trial", Subscriber.state == "active", Subscriber.source != "config"))]
+        found += [(n, link.replace("expanded_access:", "expanded access of ")) for n, link in s.execute(
+            select(Trial.nct_id, Trial.linked_from).where(Trial.linked_from.is_not(None)))]
+        found += [(n, f"saved search {name}") for n, name in s.execute(
+            select(SearchMember.nct_id, SearchMember.search).where(SearchMember.active.is_(True)))
+            if name in names]
+        aliases = dict(s.execute(select(TrialAlias.alias, TrialAlias.nct_id)).all())
+    out: dict[str, list[str]] = {}
+    for nct, why in found:
+        reasons = out.setdefault(aliases.get(nct, nct), [])
+        if why not in reasons:
+            reasons.append(why)
     return out
+
+
+def watched_ids(store: "Store", config: "Config") -> list[str]:
+    """Every record the poll follows (``watch_reasons`` without the reasons)."""
+    return list(watch_reasons(store, config))
 
 
 def poll(store: "Store", config: "Config", *, client: "Client | None" = None, force: bool = False,

@@ -13,9 +13,7 @@ SEVERITY_MARK = {"critical": "!!", "important": " !", "minor": "  "}
 
 
 def _date(value: Any, kind: Any = None) -> str:
-    if not value:
-        return "—"
-    return f"{value} ({words(kind)})" if kind else str(value)
+    return words({"date": value, "type": kind}) if value else "—"
 
 
 def _when(t: Any) -> str:
@@ -32,12 +30,7 @@ def change_line(ch: Any) -> list[str]:
 
 
 def _value(v: Any) -> str:
-    if isinstance(v, dict):
-        if "date" in v:
-            return _date(v.get("date"), v.get("type"))
-        if "count" in v:
-            return f"{v.get('count')} ({words(v.get('type'))})" if v.get("type") else str(v.get("count"))
-        return ", ".join(f"{k}: {words(x)}" for k, x in v.items())
+    """``record.words`` (which reads the date and enrollment shapes), cut to one line."""
     s = words(v)
     return s if len(s) <= 120 else s[:117] + "…"
 
