@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, func, select, update
 
 from . import record as rec
-from . import tokens
+from . import tokens, untrusted
 from .diff import SEVERITY_RANK
 from .errors import ConfigError, TokenError, UsageError
 from .mailer import Transport, TransientMailError, PermanentMailError, make_transport
@@ -113,7 +113,7 @@ def environment() -> "Environment":
     untrusted: a registry entry can contain ``<script>``); the plain-text ones must not."""
     from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-    return Environment(
+    env = Environment(
         loader=FileSystemLoader(str(TEMPLATES_DIR)),
         autoescape=select_autoescape(enabled_extensions=("html", "html.j2"), default_for_string=True,
                                      default=False),
@@ -121,6 +121,9 @@ def environment() -> "Environment":
     )
 
 
+    env.filters.update(safe_email=untrusted.safe_email, tel_href=untrusted.tel_href,
+                       one_line=untrusted.one_line)
+    return env
 def _render_html(name: str, ctx: dict) -> str:
     import css_inline
 
@@ -395,8 +398,9 @@ def _sender(config: "Config") -> str:
 
 
 def _one_line(text: str) -> str:
-    # Record text reaches headers; a newline there would be header injection.
-    return " ".join(text.split())
+    # Record text reaches headers and terminals; a newline there would be header injection,
+    # an escape sequence would steer the terminal that prints the subject.
+    return untrusted.one_line(text)
 
 
 # -- rendering --------------------------------------------------------------------------------
@@ -620,7 +624,8 @@ def render_digest(store: Store, config: "Config", subscriber: Subscriber, change
         "generated_at": now.strftime("%Y-%m-%d %H:%M UTC"),
     }
     env = environment()
-    text = env.get_template("email/digest.txt.j2").render(**ctx)
+    # Record text must not carry terminal escapes or stray CRs into a mail reader's text view.
+    text = untrusted.strip_controls(env.get_template("email/digest.txt.j2").render(**ctx))
     return Rendered(subject=subject, text=text, html=_render_html("email/digest.html.j2", ctx))
 
 
@@ -704,7 +709,8 @@ class SendReport:
 
     def describe(self) -> str:
         """What the CLI prints: one line per message, then the totals."""
-        lines = [f"{e.state:<10} {e.recipient}  {e.subject}" + (f"  [{e.error}]" if e.error else "")
+        one = untrusted.one_line
+        lines = [f"{e.state:<10} {one(e.recipient)}  {one(e.subject)}" + (f"  [{one(e.error)}]" if e.error else "")
                  for e in self.entries]
         if self.dry_run:
             lines.append(f"dry run: {len(self.entries)} message(s) would be sent; nothing changed")

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import record as rec
-from . import tokens
+from . import tokens, untrusted
 from .config import SEVERITIES, Config
 from .errors import InvalidNctId, MailError, StoreError, TokenError
 
@@ -94,7 +94,8 @@ class Web:
         self.secure_cookies = config.email.public_url.startswith("https://")
         self.env = Environment(loader=FileSystemLoader(HERE / "templates" / "web"), autoescape=True,
                                trim_blocks=True, lstrip_blocks=True)
-        self.env.filters.update(words=rec.words, when=_when, day=_day, plain=_plain)
+        self.env.filters.update(words=rec.words, when=_when, day=_day, plain=_plain,
+                                safe_email=untrusted.safe_email, tel_href=untrusted.tel_href)
         self.env.globals.update(severities=SEVERITIES, digests=DIGESTS, ctgov_url=rec.url)
 
     # -- plumbing -------------------------------------------------------------------------
