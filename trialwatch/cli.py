@@ -353,6 +353,11 @@ def send(c: Context, dry_run: bool, as_json: bool) -> None:
         from .errors import MailError
 
         raise MailError(f"{len(report.failed)} message(s) failed for good")
+    if report.compose_failed and not dry_run:
+        from .errors import MailError
+
+        raise MailError(f"{len(report.compose_failed)} digest(s) could not be built; their changes stay queued",
+                        hint="The log above names each subscriber and the reason; fix it and run send again.")
 
 
 @cli.command()
