@@ -177,7 +177,8 @@ def test_server_down_keeps_the_message_queued_and_it_goes_out_once_when_back(sto
     [entry] = first.entries
     assert entry.state == "queued" and "cannot connect" in entry.error
     [m] = messages(store)
-    assert (m.state, m.attempts, m.next_attempt_at) == ("queued", 1, now + dt.timedelta(seconds=60))
+    # A refused connection is not a try the server answered: it uses up none of max_attempts.
+    assert (m.state, m.attempts, m.next_attempt_at) == ("queued", 0, now + dt.timedelta(seconds=60))
     smtp_server.up()
     # The daemon's automatic send respects the backoff ...
     early = notify.send_pending(store, cfg, now=now + dt.timedelta(seconds=30), force=False)
@@ -190,35 +191,42 @@ def test_server_down_keeps_the_message_queued_and_it_goes_out_once_when_back(sto
     assert parsed(smtp_server.messages[0].data)["Message-ID"] == m.rfc_message_id
 
 
-def test_an_outage_costs_one_message_an_attempt_per_send_not_every_message(store, record, smtp_server):
+def test_an_outage_dials_once_per_send_and_uses_up_no_message_s_attempts(store, record, smtp_server):
     three = ANA_BO.replace("min_severity: critical", "min_severity: important") + \
         f"  - {{email: cy@example.org, trials: [{NCT}]}}\n"
     cfg = make_config(smtp_server, three)  # max_attempts: 3
     notify.sync_subscribers(store, cfg)
     recruiting(store, record)
     smtp_server.down()
-    for _ in range(3):  # three explicit sends during the outage
+    for _ in range(5):  # more explicit sends during the outage than max_attempts
         report = notify.send_pending(store, cfg)
-        assert [e.state for e in report.entries] in (["queued"] * 3, ["failed", "queued", "queued"])
-    attempts = sorted((m.attempts, m.state) for m in messages(store))
-    assert attempts == [(0, "queued"), (0, "queued"), (3, "failed")]
+        assert [e.state for e in report.entries] == ["queued"] * 3
+        assert [e.error.startswith("not tried") for e in report.entries] == [False, True, True]
+    assert sorted((m.attempts, m.state) for m in messages(store)) == [(0, "queued")] * 3
     smtp_server.up()
-    assert len(notify.send_pending(store, cfg).sent) == 2
+    assert len(notify.send_pending(store, cfg).sent) == 3
 
 
-def test_explicit_send_retries_at_once_and_gives_up_after_max_attempts(store, record, smtp_server):
+def test_explicit_send_retries_at_once_and_gives_up_after_max_deferrals(store, record, smtp_server):
     cfg = make_config(smtp_server, ANA_BO, max_attempts=2, retry_backoff_s=3600)
     notify.sync_subscribers(store, cfg)
     recruiting(store, record)
-    smtp_server.down()
+    smtp_server.refuse["ana@example.org"] = "450 4.2.1 mailbox busy"
     now = utcnow()
 
     assert [e.state for e in notify.send_pending(store, cfg, now=now).entries] == ["queued"]
-    # force=True ignores next_attempt_at (an hour away): the second attempt is now, and the last.
-    assert [e.state for e in notify.send_pending(store, cfg, now=now).entries] == ["failed"]
+    # force=True ignores next_attempt_at (an hour away) and tries now, but a try ahead of its
+    # time does not count against max_attempts, nor move the schedule.
+    for _ in range(3):
+        assert [e.state for e in notify.send_pending(store, cfg, now=now).entries] == ["queued"]
     [m] = messages(store)
-    assert (m.state, m.attempts) == ("failed", 2) and "cannot connect" in m.last_error
-    smtp_server.up()
+    assert (m.attempts, m.next_attempt_at) == (1, now + dt.timedelta(hours=1))
+    # The due retry is the second deferral the server answered: max_attempts reached.
+    later = now + dt.timedelta(hours=1)
+    assert [e.state for e in notify.send_pending(store, cfg, now=later).entries] == ["failed"]
+    [m] = messages(store)
+    assert (m.state, m.attempts) == ("failed", 2) and "450" in m.last_error
+    del smtp_server.refuse["ana@example.org"]
     assert notify.send_pending(store, cfg).entries == [] and smtp_server.messages == []
 
 

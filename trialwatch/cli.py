@@ -172,7 +172,9 @@ def watch(c: Context, nct_ids: tuple[str, ...]) -> None:
             s.execute(update(Trial).where(Trial.nct_id.in_(added)).values(watched=True))
     for r in results:
         if r.error is None:
-            click.echo(f"{r.nct_id}: watched ({r.summary.status_words}); every poll now checks it.")
+            from .untrusted import one_line  # record text: no escape sequences to the terminal
+
+            click.echo(f"{r.nct_id}: watched ({one_line(r.summary.status_words)}); every poll now checks it.")
         else:
             click.echo(f"error: {r.nct_id}: {r.error.message}", err=True)
     failures = [r.error for r in results if r.error is not None]
@@ -351,6 +353,11 @@ def send(c: Context, dry_run: bool, as_json: bool) -> None:
         from .errors import MailError
 
         raise MailError(f"{len(report.failed)} message(s) failed for good")
+    if report.compose_failed and not dry_run:
+        from .errors import MailError
+
+        raise MailError(f"{len(report.compose_failed)} digest(s) could not be built; their changes stay queued",
+                        hint="The log above names each subscriber and the reason; fix it and run send again.")
 
 
 @cli.command()

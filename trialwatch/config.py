@@ -50,7 +50,46 @@ def _dedupe(values: list[str]) -> list[str]:
 def _http_url(value: str) -> str:
     if not value.startswith(("http://", "https://")):
         raise ValueError("must start with http:// or https://")
+    # It is pasted into mail headers (List-Unsubscribe) and links: a CR/LF or space there would
+    # break every digest, found only when the first one is composed.
+    if any(c.isspace() or ord(c) < 32 or 0x7f <= ord(c) <= 0x9f for c in value):
+        raise ValueError("must not contain spaces, line breaks or control characters")
+    if not value.isascii():
+        raise ValueError("must be ASCII: write an international host name in its xn-- form "
+                         "and percent-encode the path")
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError as e:
+        raise ValueError(f"is not a valid URL ({e})") from None
+    if not parts.hostname:
+        raise ValueError("has no host name, e.g. https://trialwatch.example.org")
     return value.rstrip("/")
+
+
+def _mail_from(value: str) -> str:
+    """``email.from``: a display name and an ASCII address, fit for a header as it stands."""
+    import re
+    from email.message import EmailMessage
+    from email.policy import SMTP
+    from email.utils import getaddresses
+
+    if any(ord(c) < 32 or 0x7f <= ord(c) <= 0x9f for c in value):
+        raise ValueError("must not contain line breaks or control characters")
+    found = getaddresses([value])
+    addr = found[0][1] if len(found) == 1 else ""
+    # ASCII: the envelope sender goes to SMTP as it is (no SMTPUTF8).
+    if not re.fullmatch(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?", addr):
+        raise ValueError("must be an ASCII address, optionally with a name: 'trialwatch <alerts@example.org>'")
+    try:
+        msg = EmailMessage(policy=SMTP)
+        msg["From"] = value
+        msg.as_bytes()
+    except (ValueError, TypeError, IndexError) as e:
+        raise ValueError(f"cannot be used as a From header: {e}") from None
+    return value
 
 
 # A base URL: http(s), kept as a plain string without the trailing slash.
@@ -87,12 +126,17 @@ class SmtpConfig(_Strict):
 
 
 class EmailConfig(_Strict):
-    from_: str = Field("trialwatch <trialwatch@localhost>", alias="from")
+    from_: Annotated[str, AfterValidator(_mail_from)] = Field("trialwatch <trialwatch@localhost>", alias="from")
     transport: Literal["smtp", "file", "console"] = "file"
     outbox_dir: str = "outbox"
     smtp: SmtpConfig = SmtpConfig()
     public_url: HttpUrl = "http://localhost:8080"
-    # Automatic retries of a transient failure: attempt n waits retry_backoff_s * 2**(n-1).
+    # A transiently failing message is retried with a growing wait (retry_backoff_s, then about
+    # as long as it has waited so far, at most 6 h) and fails for good only once its first try
+    # is give_up_after_hours old: an SMTP outage of a day loses nothing, however often `send` runs.
+    give_up_after_hours: float = Field(48, gt=0, le=24 * 30)
+    # A cap on tries the server answered with a 4xx (a refused connection is not one of them,
+    # nor a forced `send` before the retry was due): such a message fails after this many.
     max_attempts: int = Field(8, ge=1, le=100)
     retry_backoff_s: float = Field(300, ge=0)
 
@@ -111,12 +155,10 @@ class SubscriberConfig(_Strict):
     @field_validator("email")
     @classmethod
     def _email(cls, v: str) -> str:
-        from email_validator import EmailNotValidError, validate_email
+        from .untrusted import subscriber_address
 
-        try:
-            return validate_email(v, check_deliverability=False).normalized
-        except EmailNotValidError as e:
-            raise ValueError(str(e)) from None
+        # The same rule as the web sign-up: an address accepted here must be mailable.
+        return subscriber_address(v)
 
 
 class NearConfig(_Strict):

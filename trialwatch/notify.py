@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, func, select, update
 
 from . import record as rec
-from . import tokens
+from . import tokens, untrusted
 from .diff import SEVERITY_RANK
 from .errors import ConfigError, TokenError, UsageError
 from .mailer import Transport, TransientMailError, PermanentMailError, make_transport
@@ -50,6 +50,8 @@ log = logging.getLogger("trialwatch.notify")
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 # A claimed message must be sent or released within this time, else another send re-queues it.
 LEASE = dt.timedelta(minutes=10)
+# The longest wait between two tries of a message, so mail goes out within hours of an outage.
+MAX_BACKOFF = dt.timedelta(hours=6)
 # Real elapsed time, so a lease runs from its claim even though ``now`` is fixed per call.
 _clock = time.monotonic
 DIGEST_PERIOD = {"daily": dt.timedelta(days=1), "weekly": dt.timedelta(days=7)}
@@ -113,12 +115,15 @@ def environment() -> "Environment":
     untrusted: a registry entry can contain ``<script>``); the plain-text ones must not."""
     from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-    return Environment(
+    env = Environment(
         loader=FileSystemLoader(str(TEMPLATES_DIR)),
         autoescape=select_autoescape(enabled_extensions=("html", "html.j2"), default_for_string=True,
                                      default=False),
         undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
     )
+    env.filters.update(safe_email=untrusted.safe_email, tel_href=untrusted.tel_href,
+                       one_line=untrusted.one_line)
+    return env
 
 
 def _render_html(name: str, ctx: dict) -> str:
@@ -292,11 +297,14 @@ class _Taken(Exception):
     """Rolls back a digest whose outbox rows another composer attached first."""
 
 
-def compose_digests(store: Store, config: "Config", *, now: dt.datetime | None = None) -> list[int]:
+def compose_digests(store: Store, config: "Config", *, now: dt.datetime | None = None,
+                    failures: list["SendEntry"] | None = None) -> list[int]:
     """Turn due outbox rows into stored digest messages (one per subscriber); returns their ids.
 
     Each message and the attachment of its outbox rows commit together; if another composer
-    attached any of the rows first, this one's digest is rolled back and left to it.
+    attached any of the rows first, this one's digest is rolled back and left to it. A digest
+    that cannot be built is logged as an error and, when ``failures`` is given, appended to it
+    (state ``unbuilt``) so the caller counts it; her changes stay queued.
     """
     now = now or utcnow()
     secret = config.secret_key()
@@ -315,9 +323,15 @@ def compose_digests(store: Store, config: "Config", *, now: dt.datetime | None =
                 token = tokens.make(secret, "unsubscribe", sub.id, sub.token_version)
                 built = build_message(config, to=sub.email, name=sub.name, rendered=rendered,
                                       now=now, unsubscribe_token=token)
-            except Exception:  # noqa: BLE001 - one bad digest must not hold back everyone's mail
+            except Exception as e:  # noqa: BLE001 - one bad digest must not hold back everyone's mail
                 # Her outbox rows stay unattached, so nothing is lost: a fixed release mails them.
-                log.exception("cannot compose the digest for subscriber %s; her changes stay queued", sub.id)
+                # Reported, never swallowed: a digest nobody can build is mail that never arrives.
+                error = f"cannot build the digest: {type(e).__name__}: {e}"
+                log.error("subscriber %s (%s): %s; her %d change(s) stay queued",
+                          sub.id, untrusted.one_line(sub.email), error, len(keep))
+                log.debug("digest composition failed", exc_info=True)
+                if failures is not None:
+                    failures.append(SendEntry(None, sub.email, "(digest)", "unbuilt", error))
                 continue
         try:
             with store.session() as s, s.begin():
@@ -395,8 +409,9 @@ def _sender(config: "Config") -> str:
 
 
 def _one_line(text: str) -> str:
-    # Record text reaches headers; a newline there would be header injection.
-    return " ".join(text.split())
+    # Record text reaches headers and terminals; a newline there would be header injection,
+    # an escape sequence would steer the terminal that prints the subject.
+    return untrusted.one_line(text)
 
 
 # -- rendering --------------------------------------------------------------------------------
@@ -620,7 +635,8 @@ def render_digest(store: Store, config: "Config", subscriber: Subscriber, change
         "generated_at": now.strftime("%Y-%m-%d %H:%M UTC"),
     }
     env = environment()
-    text = env.get_template("email/digest.txt.j2").render(**ctx)
+    # Record text must not carry terminal escapes or stray CRs into a mail reader's text view.
+    text = untrusted.strip_controls(env.get_template("email/digest.txt.j2").render(**ctx))
     return Rendered(subject=subject, text=text, html=_render_html("email/digest.html.j2", ctx))
 
 
@@ -686,6 +702,8 @@ class SendReport:
     recovered: int = 0       # messages whose 'sending' lease had expired, put back in the queue
     waiting: int = 0         # queued messages not yet due (backoff), left for a later send
     entries: list[SendEntry] = field(default_factory=list)
+    # Digests that could not be built (state 'unbuilt'); their changes stay in the outbox.
+    compose_failed: list[SendEntry] = field(default_factory=list)
 
     def _in(self, state: str) -> list[SendEntry]:
         return [e for e in self.entries if e.state == state]
@@ -704,7 +722,8 @@ class SendReport:
 
     def describe(self) -> str:
         """What the CLI prints: one line per message, then the totals."""
-        lines = [f"{e.state:<10} {e.recipient}  {e.subject}" + (f"  [{e.error}]" if e.error else "")
+        one = untrusted.one_line
+        lines = [f"{e.state:<10} {one(e.recipient)}  {one(e.subject)}" + (f"  [{one(e.error)}]" if e.error else "")
                  for e in self.entries]
         if self.dry_run:
             lines.append(f"dry run: {len(self.entries)} message(s) would be sent; nothing changed")
@@ -713,12 +732,17 @@ class SendReport:
                          f"{len(self.failed)} failed"
                          + (f", {self.waiting} waiting for their retry time" if self.waiting else "")
                          + (f", {self.recovered} recovered from an interrupted send" if self.recovered else ""))
+            lines[-1:-1] = [f"{'unbuilt':<10} {untrusted.one_line(e.recipient)}  [{untrusted.one_line(e.error)}]"
+                            for e in self.compose_failed]
+            if self.compose_failed:
+                lines[-1] += f", {len(self.compose_failed)} digest(s) could not be built"
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
         return {"dry_run": self.dry_run, "composed": self.composed, "recovered": self.recovered,
                 "waiting": self.waiting, "sent": len(self.sent), "queued": len(self.queued),
-                "failed": len(self.failed), "messages": [e.to_dict() for e in self.entries]}
+                "failed": len(self.failed), "messages": [e.to_dict() for e in self.entries],
+                "compose_failed": [e.to_dict() for e in self.compose_failed]}
 
 
 def _recover_leases(store: Store, now: dt.datetime) -> int:
@@ -740,7 +764,8 @@ def send_pending(store: Store, config: "Config", *, transport: Transport | None 
                  now: dt.datetime | None = None, force: bool = True, dry_run: bool = False) -> SendReport:
     """Compose due digests, then deliver every queued message that is due.
 
-    ``force`` (explicit ``trialwatch send``) retries every queued message now; the daemon passes
+    ``force`` (explicit ``trialwatch send``) retries every queued message now (a failed try
+    before it was due keeps its schedule and counts against nothing); the daemon passes
     ``force=False`` so backoff (``next_attempt_at``) is respected. ``dry_run`` changes nothing and
     lists what would go out. The CLI prints one line per message,
     ``sent|queued|failed  recipient  subject  [error]``, then the totals; ``--json`` prints
@@ -761,7 +786,7 @@ def send_pending(store: Store, config: "Config", *, transport: Transport | None 
                                             m.last_error, m.attempts, m.next_attempt_at))
         return report
     report.recovered = _recover_leases(store, now)
-    report.composed = len(compose_digests(store, config, now=now))
+    report.composed = len(compose_digests(store, config, now=now, failures=report.compose_failed))
     due = _queued(store, now, force)
     with store.session() as s:
         queued = s.scalar(select(func.count()).select_from(Message).where(Message.state == "queued"))
@@ -789,7 +814,7 @@ def _deliver_all(store: Store, config: "Config", transport: Transport | None, id
             if unreachable is not None:
                 # The server cannot be reached: the rest of the batch is left queued untried, so
                 # an outage costs one message an attempt per send, not every message.
-                report.entries.append(_untried(store, mid, unreachable))
+                report.entries.append(_untried(store, config, mid, unreachable, now))
                 continue
             # Composing and earlier deliveries took time: this claim's lease starts now.
             lease_until = now + dt.timedelta(seconds=max(0.0, _clock() - started)) + LEASE
@@ -804,11 +829,33 @@ def _deliver_all(store: Store, config: "Config", transport: Transport | None, id
         transport.close()
 
 
-def _untried(store: Store, mid: int, unreachable: TransientMailError) -> SendEntry:
-    with store.session() as s:
+def _untried(store: Store, config: "Config", mid: int, unreachable: TransientMailError,
+             now: dt.datetime) -> SendEntry:
+    with store.session() as s, s.begin():
         msg = s.get(Message, mid)
-        return SendEntry(mid, msg.recipient, msg.subject, "queued",
-                         f"not tried: {unreachable.message}", msg.attempts, msg.next_attempt_at)
+        entry = SendEntry(mid, msg.recipient, msg.subject, "queued",
+                          f"not tried: {unreachable.message}", msg.attempts, msg.next_attempt_at)
+        if msg.state == "queued" and now >= _give_up_at(config, msg.created_at):
+            # Its whole window passed without the server being reachable: no dial would change that.
+            entry.state, entry.error = "failed", _gave_up(config, unreachable.message)
+            s.execute(update(Message).where(Message.id == mid, Message.state == "queued")
+                      .values(state="failed", last_error=entry.error))
+        return entry
+
+
+def _give_up_at(config: "Config", created_at: dt.datetime) -> dt.datetime:
+    return created_at + dt.timedelta(hours=config.email.give_up_after_hours)
+
+
+def _gave_up(config: "Config", error: str) -> str:
+    return f"gave up after {config.email.give_up_after_hours:g} h of failed tries: {error}"
+
+
+def _backoff(config: "Config", waited: dt.timedelta) -> dt.timedelta:
+    """The wait before the next try: retry_backoff_s at first, then about as long as the message
+    has waited so far (so the waits double), at most MAX_BACKOFF. Time, not a count of tries:
+    a `send` run every minute during an outage does not make a message give up sooner."""
+    return min(max(dt.timedelta(seconds=config.email.retry_backoff_s), waited), MAX_BACKOFF)
 
 
 def _deliver(store: Store, config: "Config", transport: Transport, mid: int, now: dt.datetime,
@@ -824,6 +871,7 @@ def _deliver(store: Store, config: "Config", transport: Transport, mid: int, now
             return None
         msg = s.get(Message, mid)
         body, recipient, subject, attempts = msg.body, msg.recipient, msg.subject, msg.attempts
+        created_at, due_at = msg.created_at or now, msg.next_attempt_at
     error: Exception | None = unreachable
     if error is None:
         try:
@@ -838,13 +886,28 @@ def _deliver(store: Store, config: "Config", transport: Transport, mid: int, now
         values |= {"state": "sent", "sent_at": now, "last_error": None, "next_attempt_at": None}
     else:
         entry.error = error.message if hasattr(error, "message") else str(error)
-        if isinstance(error, PermanentMailError) or attempts >= config.email.max_attempts:
+        due = due_at is None or due_at <= now
+        # `attempts` counts tries the server answered, when they were due: a refused connection
+        # or an explicit `send` ahead of the backoff does not use up max_attempts.
+        if not due or (isinstance(error, TransientMailError) and error.unreachable):
+            attempts -= 1
+            entry.attempts = attempts
+            values["attempts"] = attempts
+        give_up_at = _give_up_at(config, created_at)
+        if isinstance(error, PermanentMailError):
             entry.state = "failed"
+            values |= {"state": "failed", "last_error": entry.error}
+        elif now >= give_up_at or attempts >= config.email.max_attempts:
+            entry.state = "failed"
+            entry.error = _gave_up(config, entry.error) if now >= give_up_at else \
+                f"gave up after {attempts} tries the server deferred: {entry.error}"
             values |= {"state": "failed", "last_error": entry.error}
         else:
             entry.state = "queued"
-            entry.next_attempt_at = now + dt.timedelta(
-                seconds=config.email.retry_backoff_s * 2 ** (attempts - 1))
+            # A forced try ahead of time keeps the schedule it had; the last try falls on the
+            # give-up time itself, so the window is spanned exactly.
+            entry.next_attempt_at = due_at if not due else \
+                min(now + _backoff(config, now - created_at), give_up_at)
             values |= {"state": "queued", "last_error": entry.error,
                        "next_attempt_at": entry.next_attempt_at}
     with store.session() as s, s.begin():

@@ -216,7 +216,8 @@ def _send(store: "Store", config: "Config", report: PollReport) -> None:
         return
     report.emails_sent = len(res.sent)
     report.emails_queued = len(res.queued)
-    report.emails_failed = len(res.failed)
+    # A digest that cannot be built is mail that fails: counted, so `poll` exits 6.
+    report.emails_failed = len(res.failed) + len(res.compose_failed)
 
 
 class _Cycle:

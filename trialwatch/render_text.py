@@ -1,10 +1,16 @@
-"""Plain-text reports for the terminal: what ``trialwatch check`` and ``history`` print."""
+"""Plain-text reports for the terminal: what ``trialwatch check`` and ``history`` print.
+
+Record text is untrusted: every value goes through ``untrusted.one_line`` (a title with a CR or
+an OSC sequence must neither forge a line nor reach the terminal), a diff's lines through
+``strip_controls`` one by one.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 from .record import UNSPECIFIED, words
+from .untrusted import one_line, strip_controls
 
 if TYPE_CHECKING:
     from .check import CheckResult
@@ -23,28 +29,29 @@ def _when(t: Any) -> str:
 def change_line(ch: Any) -> list[str]:
     """One change as lines: severity, label, old -> new; a diff detail indented below."""
     old, new = ch.old_value, ch.new_value  # a stored ChangeRow: JSON decoded
-    lines = [f"  {SEVERITY_MARK.get(ch.severity, '  ')} [{ch.severity}] {ch.label}: {_value(old)} → {_value(new)}"]
+    lines = [f"  {SEVERITY_MARK.get(ch.severity, '  ')} [{ch.severity}] {one_line(ch.label)}: "
+             f"{_value(old)} → {_value(new)}"]
     if ch.detail:
-        lines.extend("        " + ln for ln in ch.detail.splitlines()[:40])
+        lines.extend("        " + strip_controls(ln, newlines=False) for ln in ch.detail.splitlines()[:40])
     return lines
 
 
 def _value(v: Any) -> str:
     """``record.words`` (which reads the date and enrollment shapes), cut to one line."""
-    s = words(v)
+    s = one_line(words(v))
     return s if len(s) <= 120 else s[:117] + "…"
 
 
 def check_report(res: "CheckResult") -> str:
     s = res.summary
     r = res.recorded
-    out = [f"{s.nct_id}  {s.title}"]
+    out = [f"{s.nct_id}  {one_line(s.title)}"]
     if res.requested_id != s.nct_id:
         out.append(f"  (requested as {res.requested_id}, which ClinicalTrials.gov now files as {s.nct_id})")
     status = s.status_words
     if s.last_known_status:
         status += f" (last known: {words(s.last_known_status)})"
-    row = lambda label, value: out.append(f"  {label + ':':<20}{value}")  # noqa: E731
+    row = lambda label, value: out.append(f"  {label + ':':<20}{one_line(str(value))}")  # noqa: E731
     row("Status", status)
     if s.why_stopped:
         row("Why stopped", s.why_stopped)
@@ -107,7 +114,7 @@ def history_report(nct: str, snaps: list, changes: list) -> str:
         by_snap.setdefault(ch.snapshot_id, []).append(ch)
     out = [f"{nct}: {len(snaps)} stored version{'s' if len(snaps) != 1 else ''}"]
     for snap in snaps:
-        out.append(f"#{snap.seq}  {_when(snap.fetched_at)}  {words(snap.overall_status)}"
+        out.append(f"#{snap.seq}  {_when(snap.fetched_at)}  {one_line(words(snap.overall_status))}"
                    f"  (record updated {snap.last_update_posted or '—'}, {snap.blob_hash[:12]})")
         for ch in sorted(by_snap.get(snap.id, []), key=lambda c: -c.rank):
             out.extend(change_line(ch))

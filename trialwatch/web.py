@@ -12,7 +12,8 @@ Safety, in one place each:
 * Jinja2 autoescape is always on: record text from ClinicalTrials.gov is untrusted;
 * ``_SecurityHeaders`` puts CSP (no inline script or style), nosniff, no-referrer (tokens live in
   URLs) and DENY framing on every response, errors and static files included;
-* redirects are only ever to relative paths built from a normalised NCT number.
+* redirects are only ever to relative paths: a normalised NCT number, or a route's own path
+  without its trailing slash (never a URL built from the Host header).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import record as rec
-from . import tokens
+from . import tokens, untrusted
 from .config import SEVERITIES, Config
 from .errors import InvalidNctId, MailError, StoreError, TokenError
 
@@ -94,7 +95,8 @@ class Web:
         self.secure_cookies = config.email.public_url.startswith("https://")
         self.env = Environment(loader=FileSystemLoader(HERE / "templates" / "web"), autoescape=True,
                                trim_blocks=True, lstrip_blocks=True)
-        self.env.filters.update(words=rec.words, when=_when, day=_day, plain=_plain)
+        self.env.filters.update(words=rec.words, when=_when, day=_day, plain=_plain,
+                                safe_email=untrusted.safe_email, tel_href=untrusted.tel_href)
         self.env.globals.update(severities=SEVERITIES, digests=DIGESTS, ctgov_url=rec.url)
 
     # -- plumbing -------------------------------------------------------------------------
@@ -288,13 +290,15 @@ class Web:
         if form is None:
             return self.prefs_form(request, "subscribe.html", watched)
         prefs, errors = self.read_prefs(form, watched)
-        from email_validator import EmailNotValidError, validate_email
-
+        raw = str(form.get("email", "")).strip()
         try:
-            email = validate_email(str(form.get("email", "")).strip(), check_deliverability=False).normalized
-        except EmailNotValidError:
+            # The rule config.yaml subscribers follow too: only an address we can mail is stored.
+            email = untrusted.subscriber_address(raw)
+        except ValueError:
             email = ""
-            errors.insert(0, "Please enter a valid email address.")
+            errors.insert(0, "This address has characters outside ASCII, which our mail server cannot send to. "
+                             "Please use an address written in plain ASCII letters." if not raw.isascii()
+                          else "Please enter a valid email address.")
         if errors:
             return self.prefs_form(request, "subscribe.html", watched, status=400, errors=errors,
                                    email=str(form.get("email", ""))[:320], **prefs)
@@ -326,6 +330,9 @@ class Web:
 
         now = utcnow()
         with self.store.session() as s, s.begin():
+            # Count and insert under one lock per key: otherwise concurrent requests all count
+            # below the limit and all insert (40 at once let 12 through a limit of 10).
+            _lock_key(s, "rate:" + kind, key[:320])
             s.execute(delete(RateEvent).where(RateEvent.at < now - dt.timedelta(days=1)))
             n = s.scalar(select(func.count()).select_from(RateEvent).where(
                 RateEvent.kind == kind, RateEvent.key == key[:320], RateEvent.at >= now - RATE_WINDOW))
@@ -343,6 +350,9 @@ class Web:
         from .store import Subscriber
 
         with self.store.session() as s, s.begin():
+            # Without the lock, concurrent first sign-ups of one address all find no row and all
+            # insert: every one but the first hit the UNIQUE constraint (a 503 on PostgreSQL).
+            _lock_key(s, "subscriber", email.lower())
             sub = s.scalars(select(Subscriber).where(func.lower(Subscriber.email) == email.lower())).first()
             if sub is None:
                 sub = Subscriber(email=email, state="pending", source="web", token_version=0)
@@ -495,6 +505,19 @@ class Web:
 
 # -- helpers ----------------------------------------------------------------------------------
 
+def _lock_key(session: Any, kind: str, key: str) -> None:
+    """Serialise this transaction with every other one that locks the same (kind, key).
+
+    PostgreSQL: a transaction-scoped advisory lock, released at commit or rollback. SQLite:
+    nothing to do, its transactions here begin IMMEDIATE and so already run one at a time.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy import text
+
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:kind), hashtext(:key))"),
+                        {"kind": kind, "key": key})
+
+
 def _set_prefs(sub: "Subscriber", *, trials: list[str], searches: list[str], min_severity: str,
                digest: str) -> None:
     from .store import Subscription
@@ -609,7 +632,7 @@ def create_app(config: Config, store: "Store | None" = None) -> "Starlette":
 
     async def http_error(request: "Request", exc: HTTPException) -> "Response":
         if exc.status_code == 404:
-            return web.not_found(request)
+            return _without_slash(request, routes) or web.not_found(request)
         resp = web.message(request, exc.status_code, "Request not allowed", str(exc.detail))
         # e.g. the Allow header a 405 must carry (RFC 9110 15.5.6).
         resp.headers.update(exc.headers or {})
@@ -621,8 +644,36 @@ def create_app(config: Config, store: "Store | None" = None) -> "Starlette":
             return _SecurityHeaders(super().build_middleware_stack())
 
     app = App(routes=routes, exception_handlers={HTTPException: http_error})
+    # Starlette's own slash redirect builds an absolute URL from the Host header
+    # (``Host: evil.example`` -> ``Location: http://evil.example/...``); ``_without_slash`` does it
+    # with a relative path instead.
+    app.router.redirect_slashes = False
     app.state.web = web
     return app
+
+
+def _without_slash(request: "Request", routes: list) -> "Response | None":
+    """``/trials/NCT03268603/`` -> 307 to ``/trials/NCT03268603``, when that is a page.
+
+    The Location is a path on this same site, never built from the Host header; one leading
+    slash and percent-encoding keep it from reading as ``//other.host`` (or ``/\\other.host``).
+    """
+    from urllib.parse import quote
+
+    from starlette.responses import RedirectResponse
+    from starlette.routing import Match
+
+    path = request.url.path
+    if not path.endswith("/") or path.strip("/") == "":
+        return None
+    target = "/" + path.strip("/")
+    scope = {**request.scope, "path": target}
+    if not any(r.matches(scope)[0] is Match.FULL for r in routes):
+        return None
+    location = quote(target, safe="/-._~")
+    if request.url.query:
+        location += "?" + request.url.query
+    return RedirectResponse(location, status_code=307)
 
 
 def serve(config: Config, host: str = "127.0.0.1", port: int = 8080, store: "Store | None" = None) -> None:
