@@ -39,7 +39,6 @@ from . import record as rec
 from .diff import SEVERITY_RANK, Change, diff
 from .errors import StoreError
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
 def utcnow() -> dt.datetime:
@@ -322,14 +321,27 @@ def _safe_url(url: str) -> str:
         return "<unparseable URL>"
 
 
+def migrations_dir() -> Path:
+    """The Alembic folder. It is the repository's top-level ``migrations/``, installed as the
+    package ``trialwatch.migrations`` (pyproject.toml maps it), so it is found by import the same
+    way in an editable install and in a wheel."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("trialwatch.migrations")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    folder = Path(locations[0]) if locations else None
+    if folder is None or not (folder / "env.py").is_file():
+        raise StoreError(f"the migrations of trialwatch are missing (trialwatch.migrations: {folder})",
+                         hint="Reinstall trialwatch (pip install trialwatch, or pip install -e . in a "
+                              "checkout); the package must carry its migrations.")
+    return folder
+
+
 def _alembic_config(connection=None):  # noqa: ANN001
     from alembic.config import Config as AlembicConfig
 
-    if not (MIGRATIONS_DIR / "env.py").is_file():
-        raise StoreError(f"migrations folder {MIGRATIONS_DIR} is missing",
-                         hint="Install trialwatch from its source tree (pip install -e .).")
     cfg = AlembicConfig()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("script_location", str(migrations_dir()))
     cfg.attributes["connection"] = connection
     return cfg
 
