@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from . import __version__
-from .errors import TrialwatchError, UsageError
+from .errors import MailError, TrialwatchError, UsageError
 
 if TYPE_CHECKING:
     from .config import Config
@@ -303,18 +303,22 @@ def poll(c: Context, force: bool, no_send: bool, as_json: bool) -> None:
             click.echo(f"{report.trials_checked} trials checked, {report.trials_changed} changed "
                        f"({report.changes} changes, {report.events} events) in {report.requests} requests.")
         click.echo(f"mail: {report.emails_sent} sent, {report.emails_queued} queued, {report.emails_failed} failed")
-        for err in report.errors:
-            click.echo(f"warning: {err}", err=True)
-    if not report.complete and not report.skipped:
-        from .errors import CtgovUnavailable
+    failure = report.failure()
+    for err in report.errors:
+        if err is not failure:
+            click.echo(f"warning: {err.describe() if isinstance(err, TrialwatchError) else err}", err=True)
+    if failure is None:
+        return
+    if isinstance(failure, MailError):
+        raise failure
+    # The typed error keeps its exit code (lock lost: 5, ClinicalTrials.gov: 4, stopped: 4).
+    import copy
 
-        raise CtgovUnavailable("the poll did not finish: " + "; ".join(report.errors),
-                               hint="What was fetched is stored; the rest is fetched on the next poll.")
-    if report.mail_error or report.emails_failed:
-        from .errors import MailError
-
-        raise MailError(f"mail could not be sent: {report.mail_error}" if report.mail_error else
-                        f"{report.emails_failed} message(s) could not be delivered; see 'trialwatch send'")
+    stopped = copy.copy(failure)
+    stopped.message = "the poll did not finish: " + failure.describe()
+    done = "What was fetched is stored; the rest is fetched on the next poll."
+    stopped.hint = failure.hint if done in failure.hint else f"{done} {failure.hint}"
+    raise stopped
 
 
 @cli.command()
@@ -338,7 +342,7 @@ def run(c: Context, poll_now: bool) -> None:
 @pass_ctx
 def send(c: Context, dry_run: bool, as_json: bool) -> None:
     """Send every queued digest now (retrying earlier failures at once)."""
-    from .notify import send_pending
+    from .notify import send_pending, undelivered
 
     c.sync_subscribers()
     c.config.secret_key()
@@ -347,10 +351,9 @@ def send(c: Context, dry_run: bool, as_json: bool) -> None:
         _emit_json(report.to_dict())
     else:
         click.echo(report.describe())
-    if report.failed and not dry_run:
-        from .errors import MailError
-
-        raise MailError(f"{len(report.failed)} message(s) failed for good")
+    problem = undelivered(c.store, report)
+    if problem is not None:
+        raise problem
 
 
 @cli.command()
@@ -370,7 +373,11 @@ def preview(c: Context, nct_id: str, to: str | None, html_path: str | None) -> N
     if html_path:
         from pathlib import Path
 
-        Path(html_path).write_text(rendered.html, encoding="utf-8")
+        try:
+            Path(html_path).write_text(rendered.html, encoding="utf-8")
+        except OSError as e:
+            raise UsageError(f"cannot write {html_path}: {e.strerror or e}",
+                             hint="--html takes a file in an existing, writable folder.") from None
         click.echo(f"HTML part written to {html_path}", err=True)
 
 

@@ -273,7 +273,7 @@ def make_engine(url: str) -> Engine:
             @event.listens_for(engine, "connect")
             def _sqlite_pragmas(dbapi_conn, _record):  # noqa: ANN001
                 cur = dbapi_conn.cursor()
-                _wal(cur)
+                _wal(cur, url)
                 cur.execute("PRAGMA synchronous=NORMAL")
                 cur.execute("PRAGMA foreign_keys=ON")
                 cur.close()
@@ -291,7 +291,7 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-def _wal(cur) -> None:  # noqa: ANN001
+def _wal(cur, url: str = "sqlite") -> None:  # noqa: ANN001
     """Switch a SQLite file to WAL (it stays so). On a brand-new file that another process is
     creating, the switch can answer 'database is locked' at once, without the busy timeout:
     wait and retry briefly."""
@@ -308,6 +308,10 @@ def _wal(cur) -> None:  # noqa: ANN001
             if "locked" not in str(e):
                 raise
             time.sleep(0.05)
+        except sqlite3.DatabaseError as e:  # "file is not a database": some other file
+            raise StoreError(f"cannot open database {_safe_url(url)}: the file is not a SQLite database ({e})",
+                             hint="Check 'database' in config.yaml (or TRIALWATCH_DATABASE_URL): it names a "
+                                  "file that is something else. Point it to another file.") from None
     raise StoreError("the SQLite database stayed locked while switching it to WAL mode",
                      hint="Another process holds it; try again.")
 
