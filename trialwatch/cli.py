@@ -1,9 +1,8 @@
 """The ``trialwatch`` command: thin wiring over the library.
 
 Results go to stdout (with ``--json``, only the JSON); logs and progress go to stderr. Every
-error is a ``TrialwatchError`` whose exit code is documented in ``trialwatch --help``:
-0 ok, 1 unexpected, 2 bad usage or input, 3 trial not found, 4 ClinicalTrials.gov unreachable or
-answering garbage (nothing stored), 5 database problem, 6 mail could not be sent.
+error is a ``TrialwatchError`` whose exit code is documented in ``trialwatch --help`` and in
+the README's table (``trialwatch.errors.EXIT_CODES``; tests/test_exit_codes.py checks all three).
 
 Heavy modules (SQLAlchemy, httpx, Jinja2, Starlette) are imported inside the commands, so
 ``trialwatch --help`` starts fast.
@@ -30,12 +29,12 @@ log = logging.getLogger("trialwatch")
 EXIT_CODES = """\b
 Exit codes:
   0  ok
-  1  unexpected error
-  2  bad usage or input (bad NCT number, invalid config.yaml, bad link)
+  1  unexpected error (a bug: run with -vv for a traceback)
+  2  bad usage or input (bad NCT number, invalid config.yaml, bad link, port in use)
   3  trial not found on ClinicalTrials.gov
-  4  ClinicalTrials.gov unreachable or answering garbage (nothing stored)
-  5  database problem (cannot open, needs 'trialwatch db upgrade', poll lock held)
-  6  mail could not be sent"""
+  4  ClinicalTrials.gov unreachable or answering garbage (nothing stored); poll did not finish
+  5  database problem (cannot open, not SQLite, needs 'trialwatch db upgrade', poll lock held or lost)
+  6  mail could not be delivered (it stays queued, or failed for good)"""
 
 
 class Context:

@@ -37,7 +37,7 @@ from sqlalchemy import delete, func, select, update
 from . import record as rec
 from . import tokens
 from .diff import SEVERITY_RANK
-from .errors import ConfigError, TokenError, UsageError
+from .errors import ConfigError, MailUndelivered, TokenError, UsageError
 from .mailer import Transport, TransientMailError, PermanentMailError, make_transport
 from .store import ChangeRow, Message, OutboxRow, SearchMember, Store, Subscriber, Subscription, Trial, utcnow
 
@@ -721,13 +721,11 @@ class SendReport:
                 "failed": len(self.failed), "messages": [e.to_dict() for e in self.entries]}
 
 
-def undelivered(store: Store, report: SendReport) -> "MailUndelivered | None":
+def undelivered(store: Store, report: SendReport) -> MailUndelivered | None:
     """The error of a send that left mail undelivered, or None when nothing waits after a failure.
 
     Counts what this send tried and left queued or failed, plus queued messages that an earlier
     send could not deliver and that wait for their retry time; says why (the last error)."""
-    from .errors import MailUndelivered
-
     if report.dry_run:
         return None
     tried = {e.message_id for e in report.entries}

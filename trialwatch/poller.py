@@ -27,7 +27,6 @@ from .errors import (
     InvalidNctId,
     LockLost,
     MailError,
-    MailUndelivered,
     PollStopped,
     TrialNotFound,
     TrialwatchError,

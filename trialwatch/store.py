@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
-    Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text,
+    Boolean, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text,
     UniqueConstraint, create_engine, event, select, func, update,
 )
 from sqlalchemy.engine import Engine
