@@ -83,3 +83,22 @@ def test_fetch_asks_for_every_record_the_tests_read():
 
     defaults = inspect.signature(corpus.base_records).parameters["names"].default
     assert set(defaults) <= set(corpus.NCT_IDS)
+
+
+def test_without_a_corpus_the_tests_that_need_it_skip_with_one_reason_and_the_rest_pass(tmp_path):
+    # What a bare clone sees: a subprocess pytest with the corpus hidden (an empty folder).
+    import os
+    import re
+    import subprocess
+    import sys
+
+    empty = tmp_path / "no-corpus"
+    empty.mkdir()
+    env = dict(os.environ, TRIALWATCH_CORPUS=str(empty), TRIALWATCH_TEST_DATABASE_URL="")
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
+                          "tests/test_record.py"],
+                         cwd=corpus.ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:]
+    reasons = set(re.findall(r"^SKIPPED \[\d+\] [^:]+:\d+: (.*)$", res.stdout, flags=re.M))
+    assert reasons == {corpus.SKIP_REASON}
+    assert re.search(r"\d+ passed, \d+ skipped", res.stdout)

@@ -352,8 +352,10 @@ class Client:
         except httpx.TimeoutException as e:
             raise _Retry(f"timed out after {self.timeout_s:g} s ({type(e).__name__})") from None
         except httpx.TransportError as e:  # refused, reset, dropped without a response, ...
-            raise _Retry(f"connection error: {type(e).__name__}: {e}",
-                         unreachable=_unreachable(e, self._answered)) from None
+            unreachable = _unreachable(e, self._answered)
+            if unreachable:
+                self._next_start = None  # nothing reached the server: no throttle slot was used
+            raise _Retry(f"connection error: {type(e).__name__}: {e}", unreachable=unreachable) from None
         self._answered = True
         self.stats.bytes_received += len(resp.content)
         return resp
