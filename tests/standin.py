@@ -13,7 +13,7 @@ demand (``fail_next``). It is a stand-in, not a search engine: queries are a cas
 
 As a script, for manual runs and benchmarks::
 
-    python tests/standin.py --records /work/shared/ctgov/records --port 8765
+    python tests/standin.py --records ../shared/ctgov/records --port 8765
 """
 
 from __future__ import annotations

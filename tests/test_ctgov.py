@@ -437,3 +437,74 @@ def test_from_config_takes_every_setting():
     with Client.from_config(cfg, transport=httpx.MockTransport(lambda r: httpx.Response(500))) as c:
         assert (c.base_url, c.min_interval_s, c.timeout_s, c.max_retries, c.batch_size) == \
             ("http://localhost:1/api/v2", 0.5, 7, 2, 40)
+
+
+# -- what retrying cannot fix (faked with respx) ----------------------------------------------------
+
+def _dns_failure(request):
+    # As httpx raises it: ConnectError caused by the resolver's socket.gaierror.
+    import socket
+
+    raise httpx.ConnectError("[Errno -2] Name or service not known", request=request) \
+        from socket.gaierror(-2, "Name or service not known")
+
+
+def _refused(request):
+    raise httpx.ConnectError("[Errno 111] Connection refused", request=request) \
+        from ConnectionRefusedError(111, "Connection refused")
+
+
+@pytest.fixture
+def respx_client(fake_time):
+    import respx
+
+    with respx.mock(base_url=BASE, assert_all_called=False) as router:
+        client = Client(BASE, requests_per_minute=60, max_retries=5, jitter=lambda: 1.0,
+                        sleep=fake_time.sleep, clock=fake_time.clock)
+        yield router, client
+        client.close()
+
+
+@pytest.mark.parametrize("failure", [_dns_failure, _refused], ids=["dns", "refused"])
+def test_a_host_that_cannot_be_reached_fails_after_one_quick_retry(respx_client, fake_time, failure):
+    from trialwatch.errors import CtgovUnreachable
+
+    router, client = respx_client
+    route = router.get("/studies/NCT03268603").mock(side_effect=failure)
+    with pytest.raises(CtgovUnreachable) as e:
+        client.study("NCT03268603")
+    assert route.call_count == 2  # one quick retry, not max_retries + 1
+    assert fake_time.sleeps == [0.5]  # the one quick retry: no backoff, no throttle slot spent
+    assert "ctgov.base_url" in e.value.hint and e.value.exit_code == 4
+
+
+def test_a_refused_connection_after_the_server_answered_keeps_its_retries(respx_client, fake_time):
+    from trialwatch.errors import CtgovUnreachable
+
+    router, client = respx_client
+    router.get("/version").respond(json={"apiVersion": "2.0.3", "dataTimestamp": "2026-11-25T09:00:05"})
+    route = router.get("/studies/NCT03268603").mock(side_effect=_refused)
+    client.version()
+    with pytest.raises(CtgovUnavailable) as e:
+        client.study("NCT03268603")
+    assert not isinstance(e.value, CtgovUnreachable)
+    assert route.call_count == 6  # max_retries + 1: a server that answered may be restarting
+
+
+def test_timeouts_and_5xx_keep_their_bounded_retries(respx_client):
+    router, client = respx_client
+    timeouts = router.get("/studies/NCT03268603").mock(side_effect=httpx.ConnectTimeout("timed out"))
+    with pytest.raises(CtgovUnavailable):
+        client.study("NCT03268603")
+    assert timeouts.call_count == 6
+    errors_5xx = router.get("/studies/NCT03934567").respond(503, text="busy")
+    with pytest.raises(CtgovUnavailable):
+        client.study("NCT03934567")
+    assert errors_5xx.call_count == 6
+
+
+def test_a_quick_retry_that_succeeds_returns_the_record(respx_client):
+    router, client = respx_client
+    route = router.get("/studies/NCT03268603").mock(side_effect=[_dns_failure, httpx.Response(200, json=study("NCT03268603"))])
+    assert client.study("NCT03268603").nct_id == "NCT03268603"
+    assert route.call_count == 2

@@ -5,28 +5,24 @@ from __future__ import annotations
 import copy
 import datetime
 import json
-import os
 import random
 import socket
 import time
-from pathlib import Path
 
 import pytest
+from corpus import corpus_file, record_params, record_path
 
 from trialwatch import diff as diff_module
 from trialwatch import record
 from trialwatch.diff import SEVERITY_RANK, Change, diff
 
-CTGOV = Path(os.environ.get("TRIALWATCH_CTGOV_DATA", "/work/shared/ctgov"))
-RECORDS = sorted((CTGOV / "records").glob("NCT*.json"))
-SNAPSHOTS = CTGOV / "records" / "snapshots"
-HISTORY = CTGOV / "history" / "NCT03690141.history_true_excerpt.json"
+RECORDS = record_params()
 
 PS = "protocolSection"
 
 
 def load(nct: str) -> dict:
-    return json.loads((CTGOV / "records" / f"{nct}.json").read_text())
+    return json.loads(record_path(nct).read_text(encoding="utf-8"))
 
 
 def edit(rec: dict, path: str, value) -> dict:
@@ -70,16 +66,16 @@ def reverse_at(node, parts: list[str]) -> None:
             reverse_at(node[parts[0]], parts[1:])
 
 
+@pytest.mark.corpus
 def test_the_real_records_are_there():
     # Every test below reads them; an empty glob must not pass quietly.
     assert len(RECORDS) >= 15
-    assert (SNAPSHOTS).is_dir() and HISTORY.is_file()
 
 
 # --- churn is not a change -------------------------------------------------------------------
 
 def test_noise_pair_differing_only_in_derived_section_is_no_change():
-    a, b = (json.loads(p.read_text()) for p in sorted(SNAPSHOTS.glob("NCT02552212.snapshot_*.json")))
+    a, b = (json.loads(p.read_text()) for p in sorted(corpus_file("records/snapshots").glob("NCT02552212.snapshot_*.json")))
     assert a["derivedSection"] != b["derivedSection"]
     assert diff(a, b) == []
 
@@ -102,7 +98,7 @@ def test_a_record_against_its_own_churn_is_no_change(path):
 # --- overall status ----------------------------------------------------------------------------
 
 def test_history_status_sequence_yields_exactly_those_status_changes_in_order():
-    steps = json.loads(HISTORY.read_text())["history"]["changes"]
+    steps = json.loads(corpus_file("history/NCT03690141.history_true_excerpt.json").read_text())["history"]["changes"]
     statuses = [s["status"] for s in steps]
     assert statuses[0] == "NOT_YET_RECRUITING" and statuses[-1] == "COMPLETED"
     base = load("NCT06171568")

@@ -114,9 +114,15 @@ def test_with_the_smtp_server_down_the_digest_waits_and_goes_out_once(setup):
     run("poll")
     now_recruiting(api, record)
     smtp.down()
+    # Exit 6: the change is stored, but its mail waits; stderr says how many and why.
     code, out, err = run("poll", "--json")
-    assert code == 0, err
+    assert code == 6, err
     assert json.loads(out)["emails_queued"] == 1
+    assert "1 message(s) wait in the outbox" in err and "Connection refused" in err
+    code, out, err = run("send", "--json")
+    assert code == 6, err
+    assert json.loads(out)["queued"] == 1
+    assert "1 message(s) wait in the outbox" in err and "Connection refused" in err
     smtp.up()
     code, out, err = run("send", "--json")
     assert code == 0, err

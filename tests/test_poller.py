@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from trialwatch import ctgov, poller, store as st
 from trialwatch.cli import main
 from trialwatch.config import loads
-from trialwatch.errors import LockHeld
+from trialwatch.errors import LockHeld, LockLost
 
 from corpus import change_status, clones, ids_of, set_updated
 from standin import StandIn
@@ -379,7 +379,9 @@ def test_a_lost_lease_stops_the_poll(store, db_url, monkeypatch):
         config = make_config(api, db_url, ids)
         report = poller.poll(store, config, send=False,
                              client=client_for(config, transport=Steal(httpx.HTTPTransport())))
-        assert not report.complete and any("lock" in e for e in report.errors)
+        assert not report.complete and isinstance(report.failure(), LockLost)
+        assert report.failure().exit_code == 5
+        assert "lost the poll lock" in report.to_dict()["errors"][0]
         assert count(store, st.Snapshot) < 250
         # The other poller's lock is left alone.
         assert store.lock_holder(poller.LOCK_NAME).holder == "other:1:1"

@@ -4,23 +4,21 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-from pathlib import Path
 
 import pytest
+from corpus import corpus_file, record_params, record_path
 
 from trialwatch import record
 from trialwatch.errors import InvalidNctId
 
-CTGOV = Path(os.environ.get("TRIALWATCH_CTGOV_DATA", "/work/shared/ctgov"))
-RECORDS = sorted((CTGOV / "records").glob("NCT*.json"))
-SNAPSHOTS = CTGOV / "records" / "snapshots"
+RECORDS = record_params()
 
 
 def load(nct: str) -> dict:
-    return json.loads((CTGOV / "records" / f"{nct}.json").read_text())
+    return json.loads(record_path(nct).read_text(encoding="utf-8"))
 
 
+@pytest.mark.corpus
 def test_the_real_records_are_there():
     assert len(RECORDS) >= 15
 
@@ -39,7 +37,7 @@ def test_non_nct_numbers_raise(raw):
 
 
 def test_noise_pair_has_one_content_hash():
-    a, b = (json.loads(p.read_text()) for p in sorted(SNAPSHOTS.glob("NCT02552212.snapshot_*.json")))
+    a, b = (json.loads(p.read_text()) for p in sorted(corpus_file("records/snapshots").glob("NCT02552212.snapshot_*.json")))
     assert a != b
     assert record.content_hash(a) == record.content_hash(b)
 

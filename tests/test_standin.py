@@ -18,10 +18,10 @@ from trialwatch.errors import CtgovBadResponse, CtgovUnavailable, TrialNotFound
 from trialwatch.record import is_study, nct_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from corpus import RECORDS, record_path  # noqa: E402
 from standin import StandIn, load_records  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-SHARED_RECORDS = Path("/work/shared/ctgov/records")
 
 
 def load(name: str) -> dict:
@@ -322,9 +322,9 @@ def test_client_fetches_2500_studies_in_batches():
 
 # -- the script and the fixtures ------------------------------------------------------------------------
 
-@pytest.mark.skipif(not SHARED_RECORDS.is_dir(), reason="needs /work/shared/ctgov/records")
+@pytest.mark.corpus
 def test_load_records_reads_every_real_record():
-    records = load_records(SHARED_RECORDS)
+    records = load_records(RECORDS)
     assert len(records) >= 19 and all(is_study(r) for r in records)
 
 
@@ -346,9 +346,10 @@ def test_the_synthetic_fixture_says_what_it_is_and_links_its_expanded_access_rec
     assert "SYNTHETIC FIXTURE" in ea_ps["descriptionModule"]["briefSummary"]
 
 
-@pytest.mark.skipif(not (SHARED_RECORDS / "NCT03934567.json").is_file(), reason="needs the source record")
 def test_the_fixture_files_are_exactly_what_the_generator_writes(tmp_path):
-    subprocess.run([sys.executable, str(FIXTURES / "make_nct03268603.py"), "--out", str(tmp_path)],
+    source = record_path("NCT03934567")  # skipped without a corpus
+    subprocess.run([sys.executable, str(FIXTURES / "make_nct03268603.py"), "--source", str(source),
+                    "--out", str(tmp_path)],
                    check=True, capture_output=True)
     for name in ("NCT03268603.json", "NCT03268603_EA.json"):
         assert (tmp_path / name).read_bytes() == (FIXTURES / name).read_bytes(), name

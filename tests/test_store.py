@@ -3,6 +3,7 @@ queued once per interested physician, and the schema matches its migrations."""
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
@@ -13,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from trialwatch.errors import StoreError
 
-from conftest import RECORDS
+from corpus import record_params
 
 
 def counts(store) -> dict[str, int]:
@@ -90,11 +91,11 @@ def test_identical_content_is_stored_once_across_versions(store, record):
     assert c["snapshots"] == 3 and c["blobs"] == first + 2
 
 
-@pytest.mark.parametrize("name", sorted(p.stem for p in RECORDS.glob("*.json")))
-def test_a_stored_version_reads_back_as_its_canonical_record(store, record, name):
+@pytest.mark.parametrize("path", record_params(), ids=lambda p: p.stem if p else "no-corpus")
+def test_a_stored_version_reads_back_as_its_canonical_record(store, path):
     from trialwatch import record as rec
 
-    raw = record(name)
+    raw = json.loads(path.read_text(encoding="utf-8"))
     store.record_fetch(raw)
     assert store.latest_record(rec.nct_of(raw)) == rec.canonical(raw)
 

@@ -1,9 +1,8 @@
 """The ``trialwatch`` command: thin wiring over the library.
 
 Results go to stdout (with ``--json``, only the JSON); logs and progress go to stderr. Every
-error is a ``TrialwatchError`` whose exit code is documented in ``trialwatch --help``:
-0 ok, 1 unexpected, 2 bad usage or input, 3 trial not found, 4 ClinicalTrials.gov unreachable or
-answering garbage (nothing stored), 5 database problem, 6 mail could not be sent.
+error is a ``TrialwatchError`` whose exit code is documented in ``trialwatch --help`` and in
+the README's table (``trialwatch.errors.EXIT_CODES``; tests/test_exit_codes.py checks all three).
 
 Heavy modules (SQLAlchemy, httpx, Jinja2, Starlette) are imported inside the commands, so
 ``trialwatch --help`` starts fast.
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from . import __version__
-from .errors import TrialwatchError, UsageError
+from .errors import MailError, TrialwatchError, UsageError
 
 if TYPE_CHECKING:
     from .config import Config
@@ -30,12 +29,12 @@ log = logging.getLogger("trialwatch")
 EXIT_CODES = """\b
 Exit codes:
   0  ok
-  1  unexpected error
-  2  bad usage or input (bad NCT number, invalid config.yaml, bad link)
+  1  unexpected error (a bug: run with -vv for a traceback)
+  2  bad usage or input (bad NCT number, invalid config.yaml, bad link, port in use)
   3  trial not found on ClinicalTrials.gov
-  4  ClinicalTrials.gov unreachable or answering garbage (nothing stored)
-  5  database problem (cannot open, needs 'trialwatch db upgrade', poll lock held)
-  6  mail could not be sent"""
+  4  ClinicalTrials.gov unreachable or answering garbage (nothing stored); poll did not finish
+  5  database problem (cannot open, not SQLite, needs 'trialwatch db upgrade', poll lock held or lost)
+  6  mail could not be delivered (it stays queued, or failed for good)"""
 
 
 class Context:
@@ -305,18 +304,22 @@ def poll(c: Context, force: bool, no_send: bool, as_json: bool) -> None:
             click.echo(f"{report.trials_checked} trials checked, {report.trials_changed} changed "
                        f"({report.changes} changes, {report.events} events) in {report.requests} requests.")
         click.echo(f"mail: {report.emails_sent} sent, {report.emails_queued} queued, {report.emails_failed} failed")
-        for err in report.errors:
-            click.echo(f"warning: {err}", err=True)
-    if not report.complete and not report.skipped:
-        from .errors import CtgovUnavailable
+    failure = report.failure()
+    for err in report.errors:
+        if err is not failure:
+            click.echo(f"warning: {err.describe() if isinstance(err, TrialwatchError) else err}", err=True)
+    if failure is None:
+        return
+    if isinstance(failure, MailError):
+        raise failure
+    # The typed error keeps its exit code (lock lost: 5, ClinicalTrials.gov: 4, stopped: 4).
+    import copy
 
-        raise CtgovUnavailable("the poll did not finish: " + "; ".join(report.errors),
-                               hint="What was fetched is stored; the rest is fetched on the next poll.")
-    if report.mail_error or report.emails_failed:
-        from .errors import MailError
-
-        raise MailError(f"mail could not be sent: {report.mail_error}" if report.mail_error else
-                        f"{report.emails_failed} message(s) could not be delivered; see 'trialwatch send'")
+    stopped = copy.copy(failure)
+    stopped.message = "the poll did not finish: " + failure.describe()
+    done = "What was fetched is stored; the rest is fetched on the next poll."
+    stopped.hint = failure.hint if done in failure.hint else f"{done} {failure.hint}"
+    raise stopped
 
 
 @cli.command()
@@ -340,7 +343,7 @@ def run(c: Context, poll_now: bool) -> None:
 @pass_ctx
 def send(c: Context, dry_run: bool, as_json: bool) -> None:
     """Send every queued digest now (retrying earlier failures at once)."""
-    from .notify import send_pending
+    from .notify import send_pending, undelivered
 
     c.sync_subscribers()
     c.config.secret_key()
@@ -349,15 +352,9 @@ def send(c: Context, dry_run: bool, as_json: bool) -> None:
         _emit_json(report.to_dict())
     else:
         click.echo(report.describe())
-    if report.failed and not dry_run:
-        from .errors import MailError
-
-        raise MailError(f"{len(report.failed)} message(s) failed for good")
-    if report.compose_failed and not dry_run:
-        from .errors import MailError
-
-        raise MailError(f"{len(report.compose_failed)} digest(s) could not be built; their changes stay queued",
-                        hint="The log above names each subscriber and the reason; fix it and run send again.")
+    problem = undelivered(c.store, report)
+    if problem is not None:
+        raise problem
 
 
 @cli.command()
@@ -377,7 +374,11 @@ def preview(c: Context, nct_id: str, to: str | None, html_path: str | None) -> N
     if html_path:
         from pathlib import Path
 
-        Path(html_path).write_text(rendered.html, encoding="utf-8")
+        try:
+            Path(html_path).write_text(rendered.html, encoding="utf-8")
+        except OSError as e:
+            raise UsageError(f"cannot write {html_path}: {e.strerror or e}",
+                             hint="--html takes a file in an existing, writable folder.") from None
         click.echo(f"HTML part written to {html_path}", err=True)
 
 

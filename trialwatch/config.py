@@ -334,12 +334,17 @@ def resolve_path(path: str | os.PathLike[str] | None) -> Path | None:
     if path is not None:
         p = Path(path)
         # exists(), not is_file(): `--config <(...)` hands over a pipe, which is fine to read.
-        if not p.exists() or p.is_dir():
+        if p.is_dir():
+            raise ConfigError(f"config file {p} is a folder, not a file",
+                              hint=f"Pass the file itself, e.g. --config {p / 'config.yaml'}.")
+        if not p.exists():
             raise ConfigError(f"config file {p} does not exist", hint="Pass an existing file to --config.")
         return p
     env = os.environ.get(ENV_CONFIG)
     if env:
         p = Path(env)
+        if p.is_dir():
+            raise ConfigError(f"{ENV_CONFIG} names {p}, which is a folder, not a file")
         if not p.is_file():
             raise ConfigError(f"{ENV_CONFIG} names {p}, which does not exist")
         return p
@@ -352,7 +357,14 @@ def load(path: str | os.PathLike[str] | None = None, *, search_default: bool = T
     p = resolve_path(path) if (path is not None or search_default) else None
     if p is None:
         return Config()
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        line = p.read_bytes()[:e.start].count(b"\n") + 1
+        raise ConfigError(f"invalid configuration:\n  {p}:{line}: not UTF-8 text (byte {e.object[e.start]:#04x})",
+                          hint="Save the file as UTF-8.") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {p}: {e.strerror or e}") from None
     return loads(text, source=str(p))
 
 

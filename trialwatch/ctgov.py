@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from . import __version__
-from .errors import CtgovBadResponse, CtgovUnavailable, InvalidNctId, TrialNotFound
+from .errors import CtgovBadResponse, CtgovUnavailable, CtgovUnreachable, InvalidNctId, TrialNotFound
 from .record import is_study, nct_of, normalize_nct
 
 if TYPE_CHECKING:
@@ -39,6 +39,7 @@ MAX_RETRY_AFTER_S = 300.0  # a Retry-After beyond this is capped, never obeyed b
 BACKOFF_BASE_S = 1.0
 BACKOFF_MAX_S = 60.0
 MAX_REDIRECTS = 5
+UNREACHABLE_RETRY_S = 0.5  # the one quick retry when the host cannot be resolved or refuses
 _EXCERPT = 200
 
 
@@ -74,11 +75,38 @@ class Stats:
 class _Retry(Exception):
     """One attempt failed in a way worth retrying."""
 
-    def __init__(self, what: str, *, garbage: bool = False, retry_after: float | None = None):
+    def __init__(self, what: str, *, garbage: bool = False, retry_after: float | None = None,
+                 unreachable: bool = False):
         super().__init__(what)
         self.what = what
         self.garbage = garbage  # True: a 200 with a body we cannot read (-> CtgovBadResponse)
         self.retry_after = retry_after
+        # True: no connection at all (DNS failure; refused by a host that never answered).
+        # Minutes of backoff would not fix a wrong base_url or a machine offline: one quick retry.
+        self.unreachable = unreachable
+
+
+def _unreachable(e: httpx.TransportError, answered: bool) -> bool:
+    """Is this a failure that retrying cannot fix: the name does not resolve, or the host refuses
+    connections and has never answered this client (a server that answered before and now
+    refuses is probably restarting: that is retried as usual)."""
+    import socket
+
+    if not isinstance(e, httpx.ConnectError):
+        return False
+    seen: set[int] = set()
+    cause: BaseException | None = e
+    while cause is not None and id(cause) not in seen:  # httpx -> httpcore -> OSError
+        seen.add(id(cause))
+        if isinstance(cause, socket.gaierror):
+            return True
+        if isinstance(cause, ConnectionRefusedError):
+            return not answered
+        cause = cause.__cause__ or cause.__context__
+    text = str(e).lower()
+    if "name or service not known" in text or "nodename nor servname" in text or "name resolution" in text:
+        return True
+    return "connection refused" in text and not answered
 
 
 def default_user_agent() -> str:
@@ -145,6 +173,7 @@ class Client:
         self._clock = clock
         self._jitter = jitter
         self._next_start: float | None = None
+        self._answered = False  # any HTTP response at all from base_url's host
         # Redirects are followed by hand so each hop is throttled and counted.
         self._http = httpx.Client(
             base_url=self.base_url + "/", transport=transport, timeout=timeout_s,
@@ -271,10 +300,20 @@ class Client:
         """GET ``path`` until it yields parsed JSON, or raise. Returns (data, redirected)."""
         attempts = self.max_retries + 1
         shown = "/" + path
+        quick_retried = False
         for attempt in range(1, attempts + 1):
             try:
                 return self._attempt(path, params, not_found)
             except _Retry as r:
+                if r.unreachable:
+                    if quick_retried or attempt == attempts:
+                        raise CtgovUnreachable(f"cannot reach ClinicalTrials.gov at {self.base_url} "
+                                               f"(GET {shown}): {r.what}") from None
+                    quick_retried = True
+                    log.warning("GET %s failed: %s; one quick retry", shown, r.what)
+                    self.stats.retries += 1
+                    self._sleep(UNREACHABLE_RETRY_S)
+                    continue
                 if attempt == attempts:
                     cls = CtgovBadResponse if r.garbage else CtgovUnavailable
                     raise cls(f"ClinicalTrials.gov GET {shown} failed {attempts} time(s); last: {r.what}") from None
@@ -313,7 +352,11 @@ class Client:
         except httpx.TimeoutException as e:
             raise _Retry(f"timed out after {self.timeout_s:g} s ({type(e).__name__})") from None
         except httpx.TransportError as e:  # refused, reset, dropped without a response, ...
-            raise _Retry(f"connection error: {type(e).__name__}: {e}") from None
+            unreachable = _unreachable(e, self._answered)
+            if unreachable:
+                self._next_start = None  # nothing reached the server: no throttle slot was used
+            raise _Retry(f"connection error: {type(e).__name__}: {e}", unreachable=unreachable) from None
+        self._answered = True
         self.stats.bytes_received += len(resp.content)
         return resp
 

@@ -37,7 +37,7 @@ from sqlalchemy import delete, func, select, update
 from . import record as rec
 from . import tokens, untrusted
 from .diff import SEVERITY_RANK
-from .errors import ConfigError, TokenError, UsageError
+from .errors import ConfigError, MailUndelivered, TokenError, UsageError
 from .mailer import Transport, TransientMailError, PermanentMailError, make_transport
 from .store import ChangeRow, Message, OutboxRow, SearchMember, Store, Subscriber, Subscription, Trial, utcnow
 
@@ -745,6 +745,35 @@ class SendReport:
                 "compose_failed": [e.to_dict() for e in self.compose_failed]}
 
 
+def undelivered(store: Store, report: SendReport) -> MailUndelivered | None:
+    """The error of a send that left mail undelivered, or None when nothing waits after a failure.
+
+    Counts what this send tried and left queued or failed, plus queued messages that an earlier
+    send could not deliver and that wait for their retry time; says why (the last error)."""
+    if report.dry_run:
+        return None
+    tried = {e.message_id for e in report.entries}
+    with store.session() as s:
+        earlier = list(s.execute(select(Message.id, Message.last_error).where(
+            Message.state == "queued", Message.last_error.is_not(None))))
+    earlier = [(mid, err) for mid, err in earlier if mid not in tried]
+    queued, failed = len(report.queued) + len(earlier), len(report.failed)
+    unbuilt = len(report.compose_failed)
+    if not queued and not failed and not unbuilt:
+        return None
+    why = next((e.error for e in report.queued + report.failed + report.compose_failed if e.error), None) \
+        or next((err for _, err in earlier if err), "unknown")
+    parts = []
+    if queued:
+        parts.append(f"{queued} message(s) wait in the outbox for a retry")
+    if failed:
+        parts.append(f"{failed} failed for good")
+    if unbuilt:
+        parts.append(f"{unbuilt} digest(s) could not be built (their changes stay queued)")
+    return MailUndelivered(f"mail could not be delivered: {', '.join(parts)} (last error: {why})",
+                           queued=queued, failed=failed)
+
+
 def _recover_leases(store: Store, now: dt.datetime) -> int:
     with store.session() as s, s.begin():
         # A digest stranded by a crashed sender is not re-queued for someone who unsubscribed
@@ -769,7 +798,7 @@ def send_pending(store: Store, config: "Config", *, transport: Transport | None 
     ``force=False`` so backoff (``next_attempt_at``) is respected. ``dry_run`` changes nothing and
     lists what would go out. The CLI prints one line per message,
     ``sent|queued|failed  recipient  subject  [error]``, then the totals; ``--json`` prints
-    ``to_dict()``. Exit code 6 when any message failed for good.
+    ``to_dict()``. Exit code 6 when any message stays undelivered (``undelivered``).
     """
     now = now or utcnow()
     started = _clock()

@@ -22,7 +22,16 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
-from .errors import CtgovError, InvalidNctId, TrialNotFound
+from .errors import (
+    CtgovError,
+    InvalidNctId,
+    LockLost,
+    MailError,
+    PollStopped,
+    TrialNotFound,
+    TrialwatchError,
+    UsageError,
+)
 
 if TYPE_CHECKING:
     from .config import Config, SearchConfig
@@ -50,19 +59,34 @@ class PollReport:
     full: bool = False          # every followed record fetched, not only those updated lately
     data_timestamp: str | None = None
     events: int = 0
-    errors: list[str] = field(default_factory=list)
-    mail_error: str | None = None  # sending raised: the poll's data is stored, its mail waits
+    # What went wrong, typed: the error's class is its outcome (and exit code); an error about
+    # one trial carries its nct_id. --json lists them as readable lines (``describe()``).
+    errors: list[TrialwatchError] = field(default_factory=list)
+    mail_error: MailError | None = None  # mail was left queued or failed; the poll's data is stored
     poll_id: int | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["errors"] = [e.describe() if isinstance(e, TrialwatchError) else str(e) for e in self.errors]
+        d["mail_error"] = self.mail_error.describe() if self.mail_error else None
+        return d
+
+    def failure(self) -> TrialwatchError | None:
+        """The error that decides the poll's exit code, or None: a poll that did not finish
+        (lock lost: 5; ClinicalTrials.gov: 4; stopped: 4), else mail left undelivered (6)."""
+        if not self.complete and not self.skipped:
+            unfinished = [e for e in self.errors if not isinstance(e, MailError)]
+            lost = [e for e in unfinished if isinstance(e, LockLost)]
+            if lost or unfinished:
+                return (lost or unfinished)[0]
+        return self.mail_error
 
 
 class Stopped(Exception):
     """Raised between steps when a stop was requested (SIGTERM): the cycle ends cleanly."""
 
 
-class LeaseLost(Exception):
+class LeaseLost(LockLost):
     """Raised between steps when the poll lock could not be renewed (its lease expired and
     another poller took it): this cycle stops rather than poll beside the other one."""
 
@@ -153,26 +177,46 @@ def _poll_locked(store, config, *, client, force, send, stop, renew) -> PollRepo
     cycle = _Cycle(store, config, client, report, stop, renew)
     lease_lost = False
     try:
-        cycle.run(force=force)
-        report.complete = not report.errors
-    except LeaseLost as e:
-        lease_lost = True
-        report.errors.append(str(e))
-        log.error("poll %s: %s", report.poll_id, e)
-    except Stopped:
-        report.errors.append("stopped by a signal before the poll finished")
-        log.warning("poll %s stopped before it finished; the rest is fetched next time", report.poll_id)
-    except CtgovError as e:
-        report.errors.append(e.message)
-        log.error("poll %s: %s; stored what was fetched completely, the rest is retried next time",
-                  report.poll_id, e.message)
+        try:
+            cycle.run(force=force)
+            report.complete = not report.errors
+        except LockLost as e:
+            lease_lost = True
+            report.errors.append(e)
+            log.error("poll %s: %s", report.poll_id, e.message)
+        except Stopped:
+            report.errors.append(PollStopped("stopped by a signal before the poll finished"))
+            log.warning("poll %s stopped before it finished; the rest is fetched next time", report.poll_id)
+        except CtgovError as e:
+            report.errors.append(e)
+            log.error("poll %s: %s; stored what was fetched completely, the rest is retried next time",
+                      report.poll_id, e.message)
+        finally:
+            report.requests = client.stats.requests - start_requests
+            report.bytes_received = client.stats.bytes_received - start_bytes
+            if own_client:
+                client.close()
+        if send and not stop.is_set() and not lease_lost:
+            _send(store, config, report)
     finally:
-        report.requests = client.stats.requests - start_requests
-        report.bytes_received = client.stats.bytes_received - start_bytes
-        if own_client:
-            client.close()
-    if send and not stop.is_set() and not lease_lost:
-        _send(store, config, report)
+        # Even when a bug escapes (exit 1), the poll's row says how far it got.
+        _finish_row(store, report)
+    log.info("poll %s: %s%d requests, %d trials checked, %d changed (%d changes, %d events), "
+             "mail: %d sent, %d queued, %d failed%s", report.poll_id,
+             "skipped (data unchanged), " if report.skipped else "", report.requests,
+             report.trials_checked, report.trials_changed, report.changes, report.events,
+             report.emails_sent, report.emails_queued, report.emails_failed,
+             "" if report.complete else " — INCOMPLETE: " + "; ".join(_lines(report.errors)))
+    return report
+
+
+def _lines(errors: list) -> list[str]:
+    return [e.describe() if isinstance(e, TrialwatchError) else str(e) for e in errors]
+
+
+def _finish_row(store: "Store", report: PollReport) -> None:
+    from .store import Poll, utcnow
+
     with store.session() as s, s.begin():
         row = s.get(Poll, report.poll_id)
         row.finished_at = utcnow()
@@ -185,14 +229,7 @@ def _poll_locked(store, config, *, client, force, send, stop, renew) -> PollRepo
         row.trials_checked = report.trials_checked
         row.trials_changed = report.trials_changed
         row.changes = report.changes
-        row.error = "; ".join(report.errors) or None
-    log.info("poll %s: %s%d requests, %d trials checked, %d changed (%d changes, %d events), "
-             "mail: %d sent, %d queued, %d failed%s", report.poll_id,
-             "skipped (data unchanged), " if report.skipped else "", report.requests,
-             report.trials_checked, report.trials_changed, report.changes, report.events,
-             report.emails_sent, report.emails_queued, report.emails_failed,
-             "" if report.complete else " — INCOMPLETE: " + "; ".join(report.errors))
-    return report
+        row.error = "; ".join(_lines(report.errors)) or None
 
 
 def _send(store: "Store", config: "Config", report: PollReport) -> None:
@@ -205,19 +242,28 @@ def _send(store: "Store", config: "Config", report: PollReport) -> None:
         queued = s.scalar(select(func.count()).select_from(Message).where(Message.state == "queued"))
     if not pending and not queued:
         return
-    from .notify import send_pending
+    from .notify import send_pending, undelivered
 
     try:
         res = send_pending(store, config, force=False)
-    except Exception as e:  # noqa: BLE001 - a mail problem must not lose the poll's record
-        report.errors.append(f"sending mail failed: {e}")
-        report.mail_error = str(e)
-        log.error("sending mail failed: %s; messages stay queued", e)
+    except (MailError, UsageError) as e:
+        # A mail problem (SMTP, a missing TRIALWATCH_SECRET_KEY to sign links) leaves the poll's
+        # data stored and its mail queued: exit 6. A bug is not caught here: it ends the command
+        # with exit 1 (the poll's row is still finished).
+        problem = e if isinstance(e, MailError) else MailError(f"mail could not be sent: {e.message}", hint=e.hint)
+        report.errors.append(problem)
+        report.mail_error = problem
+        log.error("sending mail failed: %s; messages stay queued", e.message)
         return
     report.emails_sent = len(res.sent)
     report.emails_queued = len(res.queued)
     # A digest that cannot be built is mail that fails: counted, so `poll` exits 6.
     report.emails_failed = len(res.failed) + len(res.compose_failed)
+    problem = undelivered(store, res)
+    if problem is not None:
+        report.mail_error = problem
+        report.errors.append(problem)
+        log.warning("%s", problem.message)
 
 
 class _Cycle:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
-    Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text,
+    Boolean, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text,
     UniqueConstraint, create_engine, event, select, func, update,
 )
 from sqlalchemy.engine import Engine
@@ -39,7 +39,6 @@ from . import record as rec
 from .diff import SEVERITY_RANK, Change, diff
 from .errors import StoreError
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
 def utcnow() -> dt.datetime:
@@ -274,7 +273,7 @@ def make_engine(url: str) -> Engine:
             @event.listens_for(engine, "connect")
             def _sqlite_pragmas(dbapi_conn, _record):  # noqa: ANN001
                 cur = dbapi_conn.cursor()
-                _wal(cur)
+                _wal(cur, url)
                 cur.execute("PRAGMA synchronous=NORMAL")
                 cur.execute("PRAGMA foreign_keys=ON")
                 cur.close()
@@ -292,7 +291,7 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-def _wal(cur) -> None:  # noqa: ANN001
+def _wal(cur, url: str = "sqlite") -> None:  # noqa: ANN001
     """Switch a SQLite file to WAL (it stays so). On a brand-new file that another process is
     creating, the switch can answer 'database is locked' at once, without the busy timeout:
     wait and retry briefly."""
@@ -309,6 +308,10 @@ def _wal(cur) -> None:  # noqa: ANN001
             if "locked" not in str(e):
                 raise
             time.sleep(0.05)
+        except sqlite3.DatabaseError as e:  # "file is not a database": some other file
+            raise StoreError(f"cannot open database {_safe_url(url)}: the file is not a SQLite database ({e})",
+                             hint="Check 'database' in config.yaml (or TRIALWATCH_DATABASE_URL): it names a "
+                                  "file that is something else. Point it to another file.") from None
     raise StoreError("the SQLite database stayed locked while switching it to WAL mode",
                      hint="Another process holds it; try again.")
 
@@ -322,14 +325,27 @@ def _safe_url(url: str) -> str:
         return "<unparseable URL>"
 
 
+def migrations_dir() -> Path:
+    """The Alembic folder. It is the repository's top-level ``migrations/``, installed as the
+    package ``trialwatch.migrations`` (pyproject.toml maps it), so it is found by import the same
+    way in an editable install and in a wheel."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("trialwatch.migrations")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    folder = Path(locations[0]) if locations else None
+    if folder is None or not (folder / "env.py").is_file():
+        raise StoreError(f"the migrations of trialwatch are missing (trialwatch.migrations: {folder})",
+                         hint="Reinstall trialwatch (pip install trialwatch, or pip install -e . in a "
+                              "checkout); the package must carry its migrations.")
+    return folder
+
+
 def _alembic_config(connection=None):  # noqa: ANN001
     from alembic.config import Config as AlembicConfig
 
-    if not (MIGRATIONS_DIR / "env.py").is_file():
-        raise StoreError(f"migrations folder {MIGRATIONS_DIR} is missing",
-                         hint="Install trialwatch from its source tree (pip install -e .).")
     cfg = AlembicConfig()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("script_location", str(migrations_dir()))
     cfg.attributes["connection"] = connection
     return cfg
 

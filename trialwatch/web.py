@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from . import record as rec
 from . import tokens, untrusted
 from .config import SEVERITIES, Config
-from .errors import InvalidNctId, MailError, StoreError, TokenError
+from .errors import InvalidNctId, MailError, StoreError, TokenError, UsageError
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -680,6 +680,21 @@ def serve(config: Config, host: str = "127.0.0.1", port: int = 8080, store: "Sto
     """Run the app with uvicorn until interrupted. Behind a reverse proxy on the same machine,
     X-Forwarded-For from 127.0.0.1 is trusted (uvicorn's default; $FORWARDED_ALLOW_IPS widens
     it), so per-client rate limits see the real client rather than the proxy."""
+    import socket
+
     import uvicorn
 
-    uvicorn.run(create_app(config, store), host=host, port=port, log_level="info", server_header=False)
+    # Bind first: uvicorn reports a busy port by logging and exiting, which says nothing typed.
+    try:
+        sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    except OSError as e:
+        import os
+
+        raise UsageError(f"cannot listen on {host}:{port}: {os.strerror(e.errno) if e.errno else e}",
+                         hint="Another program uses that port: pick another with --port, or stop it.") from None
+    server = uvicorn.Server(uvicorn.Config(create_app(config, store), host=host, port=port, log_level="info",
+                                           server_header=False))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
