@@ -298,20 +298,50 @@ def test_start_date_is_minor():
     assert [(c.field, c.severity) for c in diff(old, new)] == [("start_date", "minor")]
 
 
-def test_eligibility_criteria_change_carries_a_readable_line_diff():
+def test_eligibility_criteria_change_says_which_list_lost_and_gained_which_item():
     old = load("NCT04267848")
     text = old[PS]["eligibilityModule"]["eligibilityCriteria"]
     new = edit(old, f"{PS}.eligibilityModule.eligibilityCriteria", text.replace("30-77 days", "30-90 days"))
     [c] = diff(old, new)
     assert (c.field, c.label, c.severity) == ("eligibility_criteria", "Eligibility criteria", "important")
     assert c.old == text                      # full texts kept for the record
-    changed = [line for line in c.detail.splitlines() if line[:2] in ("+ ", "- ")]
-    assert changed == [
-        "- * Complete recovery from surgery. Registration to A081801 must be 30-77 days following surgery",
-        "+ * Complete recovery from surgery. Registration to A081801 must be 30-90 days following surgery",
+    # The reworded criterion alone, named by its list, not the whole 80-line text.
+    assert c.detail.splitlines() == [
+        "- Inclusion: Complete recovery from surgery. Registration to A081801 must be 30-77 days following surgery",
+        "+ Inclusion: Complete recovery from surgery. Registration to A081801 must be 30-90 days following surgery",
     ]
-    # A little context, not the whole 80-line text.
-    assert 2 < len(c.detail.splitlines()) <= 6
+
+
+def test_eligibility_criteria_added_exclusion_and_dropped_inclusion_are_named():
+    old = load("NCT03281889")
+    text = old[PS]["eligibilityModule"]["eligibilityCriteria"]
+    assert "* Life expectancy ≥ 12 months.\n" in text
+    edited = text.replace("* Life expectancy ≥ 12 months.\n", "") + "\n* Prior proton therapy."
+    [c] = diff(old, edit(old, f"{PS}.eligibilityModule.eligibilityCriteria", edited))
+    assert c.severity == "important"
+    assert c.detail.splitlines() == ["- Inclusion: Life expectancy ≥ 12 months.",
+                                     "+ Exclusion: Prior proton therapy."]
+
+
+def test_eligibility_criterion_moved_between_lists_is_lost_by_one_and_gained_by_the_other():
+    old = load("NCT00763412")
+    text = old[PS]["eligibilityModule"]["eligibilityCriteria"]
+    moved = "* Patients with active ABPA on steroids\n"
+    edited = text.replace(moved, "").replace("Exclusion Criteria:", moved + "\nExclusion Criteria:")
+    [c] = diff(old, edit(old, f"{PS}.eligibilityModule.eligibilityCriteria", edited))
+    assert c.detail.splitlines() == ["+ Inclusion: Patients with active ABPA on steroids",
+                                     "- Exclusion: Patients with active ABPA on steroids"]
+
+
+def test_eligibility_reordered_or_rebulleted_criteria_say_so_with_a_line_diff():
+    old = load("NCT00763412")
+    text = old[PS]["eligibilityModule"]["eligibilityCriteria"]
+    new = edit(old, f"{PS}.eligibilityModule.eligibilityCriteria", text.replace("\n* ", "\n- "))
+    [c] = diff(old, new)
+    assert c.severity == "important"          # the severity rules are unchanged
+    first, *rest = c.detail.splitlines()
+    assert first.startswith("No criterion was added, removed or reworded")
+    assert "- * Patients receiving growth hormone therapy or taking insulin" in rest
 
 
 @pytest.mark.parametrize("key,field,value", [

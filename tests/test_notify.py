@@ -383,7 +383,7 @@ def test_site_changes_are_a_table_and_criteria_a_readable_diff(store, record):
     html = msg.get_body(("html",)).get_content()
     text = msg.get_body(("plain",)).get_content()
     assert "Cancer Hospital Chinese Academy of Medical Sciences: Removed from the record" in text
-    assert "+ 14. Pregnant women" in text
+    assert "+ Exclusion: Pregnant women" in text      # which list gained which criterion
     assert "<table" in html and "Removed from the record" in html
     # Inline styles only: nothing external, no <style> left for clients to strip.
     assert "<style" not in html and "<script" not in html and "<link" not in html and "<img" not in html

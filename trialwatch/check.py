@@ -15,7 +15,10 @@ from .errors import CtgovError, TrialNotFound, TrialwatchError
 if TYPE_CHECKING:
     from .config import Config
     from .ctgov import Client
+    from .eligibility import Criteria
+    from .places import Place
     from .record import Summary
+    from .referral import Nearest, RecordWarning
     from .store import Recorded, Store
 
 
@@ -27,6 +30,11 @@ class CheckResult:
     recorded: "Recorded | None" = None
     error: TrialwatchError | None = None
     changes: list = field(default_factory=list)
+    # Ready to refer: warnings about the record, the criteria as lists, and (with a place) the
+    # nearest open sites.
+    warnings: "list[RecordWarning]" = field(default_factory=list)
+    criteria: "Criteria | None" = None
+    nearest: "Nearest | None" = None
 
     def to_dict(self) -> dict[str, Any]:
         """The stable JSON object of ``trialwatch check --json`` (documented in the README)."""
@@ -56,7 +64,24 @@ class CheckResult:
             "previous_check": _iso(r.previous_checked_at) if r else None,
             "unchanged_since": _iso(r.previous_fetched_at) if r and not r.stored else None,
             "changes": [c.to_dict() for c in self.changes],
+            "warnings": [w.to_dict() for w in self.warnings],
+            "eligibility": self._eligibility(),
+            **self._nearest(),
         }
+
+    def _eligibility(self) -> dict[str, Any]:
+        e = self.summary.eligibility
+        lists = self.criteria.to_dict() if self.criteria else {"inclusion": [], "exclusion": [], "other": []}
+        return {**lists, "sex": e.sex, "minimum_age": e.minimum_age, "maximum_age": e.maximum_age,
+                "healthy_volunteers": e.healthy_volunteers}
+
+    def _nearest(self) -> dict[str, Any]:
+        """``near`` and ``nearest_sites``: only when a place was given."""
+        n = self.nearest
+        if n is None:
+            return {}
+        return {"near": {**n.place.to_dict(), "open_sites": n.open_sites, "unranked": n.unranked},
+                "nearest_sites": [site.to_dict() for site in n.sites]}
 
 
 def _iso(t: dt.datetime | None) -> str | None:
@@ -64,9 +89,14 @@ def _iso(t: dt.datetime | None) -> str | None:
 
 
 def check_trials(store: "Store", config: "Config", ids: list[str], *,
-                 client: "Client | None" = None) -> list[CheckResult]:
-    """Fetch ``ids`` (normalised NCT numbers) live, store each, return what happened."""
+                 client: "Client | None" = None, near: "Place | None" = None, limit: int = 5,
+                 today: dt.date | None = None) -> list[CheckResult]:
+    """Fetch ``ids`` (normalised NCT numbers) live, store each, return what happened. With
+    ``near``, each result names its ``limit`` nearest open sites; ``today`` (default: today in
+    UTC) dates the record warnings."""
     from .ctgov import Client
+
+    today = today or dt.datetime.now(dt.timezone.utc).date()
 
     own_client = client is None
     client = client or Client.from_config(config.ctgov)
@@ -81,17 +111,26 @@ def check_trials(store: "Store", config: "Config", ids: list[str], *,
             results.append(CheckResult(nct_id=requested, requested_id=requested, error=errors[requested]))
             continue
         raw = fetched[requested]
-        results.append(store_and_summarize(store, config, raw, requested))
+        results.append(store_and_summarize(store, config, raw, requested, near=near, limit=limit,
+                                           today=today))
     return results
 
 
-def store_and_summarize(store: "Store", config: "Config", raw: dict, requested: str) -> CheckResult:
-    from .record import nct_of, summary
+def store_and_summarize(store: "Store", config: "Config", raw: dict, requested: str, *,
+                        near: "Place | None" = None, limit: int = 5,
+                        today: dt.date | None = None) -> CheckResult:
+    from .eligibility import parse_criteria
+    from .record import get, nct_of, summary
+    from .referral import nearest_sites, warnings
 
     recorded = store.record_fetch(raw, requested_id=requested, ignore=config.ignore)
     changes = sorted(recorded.changes, key=lambda c: -c.rank)
-    return CheckResult(nct_id=nct_of(raw), requested_id=requested, summary=summary(raw),
-                       recorded=recorded, changes=changes)
+    return CheckResult(
+        nct_id=nct_of(raw), requested_id=requested, summary=summary(raw), recorded=recorded,
+        changes=changes,
+        warnings=warnings(raw, today or dt.datetime.now(dt.timezone.utc).date()),
+        criteria=parse_criteria(get(raw, "protocolSection.eligibilityModule.eligibilityCriteria")),
+        nearest=nearest_sites(raw, near, limit) if near is not None else None)
 
 
 def fetch_records(store: "Store", client: "Client",

@@ -109,14 +109,25 @@ def _emit_json(obj: Any) -> None:
 @cli.command()
 @click.argument("nct_ids", nargs=-1, required=False, metavar="NCT_ID...")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per trial, one per line.")
+@click.option("--near", metavar="PLACE",
+              help="Rank open sites by distance from PLACE: lat,lon, a US ZIP code, or a city "
+                   "('Rochester, MN', 'Lyon, France').")
+@click.option("--limit", type=click.IntRange(min=1), default=None, metavar="N",
+              help="How many nearest open sites to list with --near (default 5).")
+@click.option("--eligibility", "show_criteria", is_flag=True,
+              help="List every inclusion and exclusion criterion.")
 @pass_ctx
-def check(c: Context, nct_ids: tuple[str, ...], as_json: bool) -> None:
+def check(c: Context, nct_ids: tuple[str, ...], as_json: bool, near: str | None = None,
+          limit: int | None = None, show_criteria: bool = False) -> None:
     """Fetch trials now, store any new version, and say what changed since the last check.
 
     With no NCT_ID, checks every trial in config.yaml. Each object printed by --json has:
     nct_id, title, status, status_words, why_stopped, enrollment {count, type}, phases,
     sponsor, url, first_snapshot, changed, previous_check, changes [{field, label, old, new,
-    severity, detail, site}], most severe first.
+    severity, detail, site}], most severe first; warnings [{kind, text}]; eligibility
+    {inclusion, exclusion, other, sex, minimum_age, maximum_age, healthy_volunteers}; and with
+    --near, nearest_sites [{facility, city, state, country, status, distance_km,
+    distance_miles, contacts}].
     """
     from .check import check_trials
 
@@ -124,8 +135,16 @@ def check(c: Context, nct_ids: tuple[str, ...], as_json: bool) -> None:
     if not ids:
         raise UsageError("no trial to check", hint="Name one, e.g. 'trialwatch check NCT03268603', "
                          "or list them under 'trials' in config.yaml.")
+    if limit is not None and near is None:
+        raise UsageError("--limit counts the nearest open sites, so it needs --near PLACE",
+                         hint="e.g. 'trialwatch check NCT04267848 --near 55905 --limit 10'.")
+    place = None
+    if near is not None:  # before any request: a place that does not resolve costs nothing
+        from .places import resolve
+
+        place = resolve(near)
     c.sync_subscribers()
-    results = check_trials(c.store, c.config, ids)
+    results = check_trials(c.store, c.config, ids, near=place, limit=limit or 5)
     failures: list[TrialwatchError] = []
     for res in results:
         if res.error is not None:
@@ -138,7 +157,7 @@ def check(c: Context, nct_ids: tuple[str, ...], as_json: bool) -> None:
         else:
             from .render_text import check_report
 
-            click.echo(check_report(res))
+            click.echo(check_report(res, criteria=show_criteria))
     if failures:
         # The worst failure decides the exit code: not found (3) < unreachable (4).
         raise max(failures, key=lambda e: e.exit_code)

@@ -144,6 +144,28 @@ class EmailConfig(_Strict):
 
 
 
+def _place(value: Any) -> Any:
+    """A subscriber's ``location``, resolved now (offline), so an unknown or ambiguous place is
+    refused at start-up with the file and line, not at the first digest."""
+    from .errors import PlaceError
+    from .places import Place, resolve
+
+    if value is None or isinstance(value, Place):
+        return value
+    if not isinstance(value, str):
+        # YAML reads 02115 as the octal number 1101: a ZIP code must be quoted.
+        raise ValueError("write the place as text in quotes: a ZIP code ('02115'), a city "
+                         "('Rochester, MN') or lat,lon ('44.02,-92.47')")
+    try:
+        return resolve(value)
+    except PlaceError as e:
+        raise ValueError(f"{e.message}. {e.hint}") from None
+
+
+# A place (see trialwatch.places): "Rochester, MN", "55905" or "44.02,-92.47".
+Location = Annotated[Any, AfterValidator(_place)]
+
+
 class SubscriberConfig(_Strict):
     email: str
     name: str | None = None
@@ -151,6 +173,8 @@ class SubscriberConfig(_Strict):
     searches: list[str] = []
     min_severity: Literal["critical", "important", "minor"] = "important"
     digest: Literal["each_poll", "daily", "weekly"] = "each_poll"
+    # Where she refers from: resolved to a places.Place when the file is loaded.
+    location: Location = None
 
     @field_validator("email")
     @classmethod

@@ -29,7 +29,7 @@ site_status                   Site: <facility (...)>           important  enum o
 enrollment                    Enrollment                       important  {"count": 75, "type": "ESTIMATED"}
 primary_completion_date       Primary completion date          important  {"date": "2026-12", "type": "ESTIMATED"}
 completion_date               Completion date                  important  same shape
-eligibility_criteria          Eligibility criteria             important  full text; detail = line diff
+eligibility_criteria          Eligibility criteria             important  full text; detail = items gained/lost per list
 sex                           Sex                              important  enum
 minimum_age, maximum_age      Minimum age, Maximum age         important  text ("18 Years")
 healthy_volunteers            Healthy volunteers               important  bool
@@ -468,7 +468,21 @@ def _eligibility_criteria(o: dict, n: dict) -> list[Change]:
         return [Change("eligibility_criteria", "Eligibility criteria (whitespace only)", a, b, "minor",
                        detail="Only spacing or blank lines changed; no criterion was reworded.")]
     return [Change("eligibility_criteria", "Eligibility criteria", a, b, "important",
-                   detail=line_diff(a, b))]
+                   detail=_criteria_detail(a, b))]
+
+
+def _criteria_detail(a: Any, b: Any) -> str:
+    """Which list gained or lost which item ("+ Inclusion: …", "- Exclusion: …"); when no item
+    differs (bullets, numbering or order changed), the line diff says what did."""
+    from .eligibility import criteria_detail
+
+    if all(isinstance(x, str) or x is None for x in (a, b)):
+        items = criteria_detail(a, b)
+        if items:
+            return items
+        return ("No criterion was added, removed or reworded; the layout or order changed:\n"
+                + line_diff(a, b))
+    return line_diff(a, b)
 
 
 def _ages(o: dict, n: dict) -> list[Change]:

@@ -6,7 +6,8 @@ about it, and carries the exit code the CLI returns for it.
     TrialwatchError (exit 1)             unexpected or internal
     ├── UsageError (exit 2)              bad command-line input
     │   ├── InvalidNctId                 "NCT123X" is not an NCT number
-    │   └── ConfigError                  config.yaml is missing, malformed or has an unknown key
+    │   ├── ConfigError                  config.yaml is missing, malformed or has an unknown key
+    │   └── PlaceError                   a place (--near, a subscriber's location) unknown or ambiguous
     ├── TrialNotFound (exit 3)           ClinicalTrials.gov has no such trial (404)
     ├── CtgovError (exit 4)              ClinicalTrials.gov unreachable or answering garbage
     │   ├── CtgovUnavailable             network errors, 429/5xx after every retry
@@ -69,6 +70,10 @@ class InvalidNctId(UsageError):
 
 class ConfigError(UsageError):
     hint = "Fix the configuration file and run the command again."
+
+
+class PlaceError(UsageError):
+    hint = "Write a US ZIP code, a city with its US state or country ('Rochester, MN'), or lat,lon."
 
 
 class TrialNotFound(TrialwatchError):

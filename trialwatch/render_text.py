@@ -42,7 +42,11 @@ def _value(v: Any) -> str:
     return s if len(s) <= 120 else s[:117] + "…"
 
 
-def check_report(res: "CheckResult") -> str:
+def check_report(res: "CheckResult", *, criteria: bool = False) -> str:
+    """The terminal report of one checked trial; ``criteria`` lists every criterion."""
+    from .eligibility import glance
+    from .referral import OPEN_SITE_STATUSES, contact_line, site_line
+
     s = res.summary
     r = res.recorded
     out = [f"{s.nct_id}  {one_line(s.title)}"]
@@ -53,6 +57,8 @@ def check_report(res: "CheckResult") -> str:
         status += f" (last known: {words(s.last_known_status)})"
     row = lambda label, value: out.append(f"  {label + ':':<20}{one_line(str(value))}")  # noqa: E731
     row("Status", status)
+    for w in res.warnings:
+        row("Warning", w.text)
     if s.why_stopped:
         row("Why stopped", s.why_stopped)
     row("Enrollment", "—" if s.enrollment_count is None else f"{s.enrollment_count} ({words(s.enrollment_type)})")
@@ -70,15 +76,35 @@ def check_report(res: "CheckResult") -> str:
     for c in s.central_contacts[:2]:
         row("Contact", ", ".join(b for b in (c.name, c.phone, c.email) if b))
     if not s.central_contacts:
+        # Never the contact of a site that does not recruit: with a place, the nearest open
+        # site's; without one, the investigator, and how to find the nearest open site.
         officials = [", ".join(b for b in (o.name, o.affiliation) if b) for o in s.overall_officials[:1]]
-        site_contacts = [c for site in s.sites for c in site.contacts if c.phone or c.email][:1]
-        if site_contacts:
-            c = site_contacts[0]
-            row("Contact", ", ".join(b for b in (c.name, c.phone, c.email) if b) + " (site contact)")
+        nearest = res.nearest.sites[0] if res.nearest and res.nearest.sites else None
+        reachable = [c for c in nearest.contacts if c.phone or c.email] if nearest else []
+        if reachable:
+            row("Contact", f"{contact_line(reachable[0])} (site contact, {nearest.facility or nearest.city})")
         elif officials:
             row("Contact", f"{officials[0]} (investigator; no central contact listed)")
         else:
             row("Contact", "none listed on the record")
+        if res.nearest is None and any(site.status in OPEN_SITE_STATUSES and site.contacts for site in s.sites):
+            out.append(f"  {'':<20}open sites list their own contacts: --near PLACE names the nearest")
+    if res.nearest is not None:
+        n = res.nearest
+        row("Nearest open site", site_line(n.sites[0]) if n.sites else f"none: {n.summary()}")
+    e = s.eligibility
+    row("Eligibility", glance(e.sex, e.minimum_age, e.maximum_age, e.healthy_volunteers))
+    c = res.criteria
+    if c is not None and (c.split or c.other):
+        if c.split:
+            counts = f"{len(c.inclusion)} inclusion, {len(c.exclusion)} exclusion"
+            if c.other:
+                counts += f", {len(c.other)} under no heading"
+        else:
+            counts = f"{len(c.other)} item{'s' if len(c.other) != 1 else ''}, not split into inclusion and exclusion"
+        row("Criteria", counts if criteria else f"{counts} (--eligibility lists them)")
+    elif c is not None:
+        row("Criteria", "none on the record")
     ea = s.expanded_access
     if ea and ea.has_expanded_access:
         extra = f" via {ea.nct_id}" if ea.nct_id else ""
@@ -90,6 +116,12 @@ def check_report(res: "CheckResult") -> str:
         row("Results", f"posted{' ' + s.results_first_posted if s.results_first_posted else ''}")
     row("Record", s.url)
     out.append("")
+    if res.nearest is not None and res.nearest.sites:
+        out.extend(_nearest_block(res.nearest))
+        out.append("")
+    if criteria and res.criteria is not None:
+        out.extend(_criteria_block(res.criteria))
+        out.append("")
     if r is None:
         pass
     elif r.first:
@@ -106,6 +138,37 @@ def check_report(res: "CheckResult") -> str:
         for ch in res.changes:
             out.extend(change_line(ch))
     return "\n".join(out)
+
+
+def _nearest_block(n: Any) -> list[str]:
+    from .referral import contact_line
+
+    head = (f"Open sites nearest to {n.place.label} ({len(n.sites)} of {n.open_sites} open "
+            f"site{'s' if n.open_sites != 1 else ''}")
+    if n.unranked:
+        head += f"; {n.unranked} without coordinates on the record, not ranked"
+    out = [head + "):"]
+    for i, site in enumerate(n.sites, 1):
+        out.append(f"  {i:>2}. {site.distance_km:>6.0f} km {site.distance_miles:>6.0f} mi  "
+                   f"{site.where()} · {words(site.status)}")
+        for c in [c for c in site.contacts if c.phone or c.email][:2] or site.contacts[:1]:
+            origin = " (central contact)" if site.contacts_from == "central" else ""
+            out.append(f"{'':>27}{contact_line(c)}{origin}")
+    return out
+
+
+def _criteria_block(c: Any) -> list[str]:
+    out: list[str] = []
+    for title, items in (("Inclusion criteria", c.inclusion), ("Exclusion criteria", c.exclusion),
+                         ("Criteria under no inclusion/exclusion heading" if c.split else "Criteria", c.other)):
+        if not items and (title == "Criteria" or title.startswith("Criteria under")):
+            continue
+        out.append(f"{title} ({len(items)}):" if items else f"{title}: none listed")
+        for i, item in enumerate(items, 1):
+            first, *rest = item.split("\n")
+            out.append(f"  {i:>2}. {first}")
+            out.extend(f"      {line}" for line in rest)
+    return out
 
 
 def history_report(nct: str, snaps: list, changes: list) -> str:
