@@ -11,6 +11,7 @@ about it, and carries the exit code the CLI returns for it.
     ├── CtgovError (exit 4)              ClinicalTrials.gov unreachable or answering garbage
     │   ├── CtgovUnavailable             network errors, 429/5xx after every retry
     │   └── CtgovBadResponse             a body that is not the JSON we asked for; never stored
+    │       └── HistoryUnavailable       the internal version-history API failed (warned, never fatal)
     ├── StoreError (exit 5)              the database cannot be opened, is too old, or is busy
     │   └── LockHeld                     another poller holds the poll lock
     ├── MailError (exit 6)               mail could not be sent (after retries) or is misconfigured
@@ -83,3 +84,11 @@ class MailError(TrialwatchError):
 class TokenError(TrialwatchError):
     exit_code = 2
     hint = "The link is invalid or has expired; use the newest email, or subscribe again."
+
+
+class HistoryUnavailable(CtgovBadResponse):
+    """The registry's internal version-history API answered 404, garbage or an unexpected
+    shape. Never fatal: trialwatch warns once and carries on without the history."""
+
+    hint = ("The registry's version history is an undocumented internal API and may have changed; "
+            "checks and polls go on without it. Set history.url if it moved.")
