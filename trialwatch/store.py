@@ -717,8 +717,9 @@ class Store:
                 s.flush()
                 changes: list[Change] = []
                 if before is not None:
-                    changes = diff(self._load_blob(s, before.blob_hash), p.canon,
-                                   ignore=tuple(ignore), assume_canonical=True)
+                    # By words too: the registry's legacy markup would otherwise fill the
+                    # details with tags and entities.
+                    changes = seam_diff(self._load_blob(s, before.blob_hash), p.canon, ignore=ignore)
                 rows = self._add_changes(s, p.nct_id, changes, snapshot_id=snap.id,
                                          at=_day_start(date), registry_date=date[:10])
                 if seam:
