@@ -401,3 +401,15 @@ def test_history_url_overrides_where_version_lists_are_asked_for(api, db_url, db
     with ctgov.Client.from_config(cfg.ctgov) as client:
         rep = history.fetch_lists(db, cfg, client, [NCT])
     assert rep.fetched == 1 and int_requests(api) == [f"/api/int/studies/{NCT}/history"]
+
+
+def test_a_status_seen_live_after_the_version_list_continues_the_timeline(run, api, seq):
+    run("check", NCT)
+    live = seq[1]
+    live["protocolSection"]["statusModule"]["overallStatus"] = "TERMINATED"
+    live["protocolSection"]["statusModule"]["lastUpdatePostDateStruct"] = {"date": "2026-11-20", "type": "ACTUAL"}
+    api.put(live)
+    run("check", NCT)
+    tl = hist_json(run)["timeline"]
+    assert tl[-2:] == [{"status": "COMPLETED", "from": "2019-01-09", "to": "2026-11-20", "version": 11},
+                       {"status": "TERMINATED", "from": "2026-11-20", "to": None, "version": None}]

@@ -189,21 +189,22 @@ def timeline(store: "Store", nct_id: str, *, today: dt.date | None = None) -> Ti
     today = today or dt.datetime.now(dt.timezone.utc).date()
     row, versions = store.registry_history(nct_id)
     points: list[tuple[str, str | None, int | None]] = []  # (date, status, version)
-    since: dt.datetime | None = None
-    if row is not None and row.state == "ok":
+    registry = row is not None and row.state == "ok" and bool(versions)
+    if registry:
         points = [(v.date, v.overall_status, v.version) for v in versions]
-        since = row.fetched_at
     with store.session() as s:
-        q = select(Snapshot).where(Snapshot.nct_id == nct_id, Snapshot.source.is_(None)).order_by(Snapshot.seq)
-        if since is not None:
-            q = q.where(Snapshot.fetched_at > since)
-        live = list(s.scalars(q))
+        live = list(s.scalars(select(Snapshot).where(Snapshot.nct_id == nct_id, Snapshot.source.is_(None))
+                              .order_by(Snapshot.seq)))
     for snap in live:
-        # A live snapshot's date: when the registry posted that version, else when we saw it.
+        if not registry:
+            points.append((snap.fetched_at.date().isoformat(), snap.overall_status, None))
+            continue
+        # After the registry's list: a live snapshot dated (when the registry posted it) no
+        # earlier than its newest version continues the timeline; one showing the same
+        # status as that version merges into it below.
         when = snap.last_update_posted or snap.fetched_at.date().isoformat()
-        if since is None:
-            when = snap.fetched_at.date().isoformat()
-        points.append((when, snap.overall_status, None))
+        if when >= points[-1][0]:
+            points.append((when, snap.overall_status, None))
     entries: list[dict] = []
     for date, status, version in points:
         if entries and entries[-1]["status"] == status:
