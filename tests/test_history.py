@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import sys
 
 import pytest
 from sqlalchemy import func, select
@@ -413,3 +414,49 @@ def test_a_status_seen_live_after_the_version_list_continues_the_timeline(run, a
     tl = hist_json(run)["timeline"]
     assert tl[-2:] == [{"status": "COMPLETED", "from": "2019-01-09", "to": "2026-11-20", "version": 11},
                        {"status": "TERMINATED", "from": "2026-11-20", "to": None, "version": None}]
+
+
+def _two_trials(record, api):
+    other = set_nct(record(NCT), "NCT90000001")
+    api.put(other)
+    api.put_history("NCT90000001", sequence(other, 3)[0])
+    return "NCT90000001"
+
+
+def test_a_404_is_about_one_trial_and_the_next_is_still_asked(api, db, cfg_path, record):
+    other = _two_trials(record, api)
+    api.history_fault(NCT, "404")
+    cfg = loads(cfg_path.read_text())
+    with ctgov.Client.from_config(cfg.ctgov) as client:
+        rep = history.fetch_lists(db, cfg, client, [NCT, other])
+    assert rep.unavailable == [NCT] and rep.fetched == 1
+    assert history.timeline(db, other).state == "ok"
+
+
+def test_garbage_stops_asking_for_the_rest_of_the_run(api, db, cfg_path, record):
+    other = _two_trials(record, api)
+    api.history_fault(NCT, "garbage")
+    cfg = loads(cfg_path.read_text())
+    with ctgov.Client.from_config(cfg.ctgov) as client:
+        rep = history.fetch_lists(db, cfg, client, [NCT, other])
+    # One trial's retries (max_retries: 1 -> 2 attempts), then no more requests this run.
+    assert rep.unavailable == [NCT] and rep.asked == 1
+    assert int_requests(api) == [f"/api/int/studies/{NCT}/history"] * 2
+    assert history.timeline(db, other).state == "pending"  # asked for next time
+
+
+def test_backfill_progress_is_drawn_on_a_terminal_only(run, api, capsys):
+    from rich.console import Console
+
+    from trialwatch.cli import _BackfillProgress
+
+    run("check", NCT)
+    code, out, err = run("backfill", NCT)
+    assert code == 0 and "versions" not in err  # not a terminal: quiet
+    with _BackfillProgress(enabled=True, console=Console(file=sys.stderr, force_terminal=True, width=100)) as bar:
+        bar("start", {"trials": 1, "versions": 3})
+        for v in range(3):
+            bar("version", {"nct_id": NCT, "version": v})
+        bar("trial", {"nct_id": NCT})
+    err = capsys.readouterr().err
+    assert "trials" in err and "versions" in err and "3/3" in err

@@ -286,8 +286,9 @@ class _BackfillProgress:
     """A rich progress bar on stderr (trials, versions, ETA) when it is a terminal; quiet
     otherwise."""
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, console: Any = None) -> None:
         self.enabled = enabled
+        self.console = console  # a rich Console; default: stderr
         self.bar = None
 
     def __enter__(self) -> "_BackfillProgress":
@@ -296,7 +297,8 @@ class _BackfillProgress:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeRemainingColumn(), console=Console(stderr=True), transient=False)
+                                TimeRemainingColumn(), console=self.console or Console(stderr=True),
+                                transient=False)
             self.bar.start()
         return self
 

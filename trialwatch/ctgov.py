@@ -250,15 +250,18 @@ class Client:
     # turns any failure into "history unavailable", because this API may change without notice.
 
     def history(self, nct_id: str, *, base_url: str | None = None) -> Any:
-        """GET {int}/studies/{id}/history: the version list, as JSON (shape checked by the caller)."""
+        """GET {int}/studies/{id}/history: the version list, as JSON (shape checked by the
+        caller); a 404 is TrialNotFound, which the caller reads as "no history for this trial"."""
         nct = normalize_nct(nct_id)
-        data, _ = self._get_json(f"{base_url or int_base_url(self.base_url)}/studies/{nct}/history", {})
+        data, _ = self._get_json(f"{base_url or int_base_url(self.base_url)}/studies/{nct}/history", {},
+                                 not_found=f"{nct} version history")
         return data
 
     def history_version(self, nct_id: str, version: int, *, base_url: str | None = None) -> Any:
         """GET {int}/studies/{id}/history/{v}: the record as it stood at version ``v`` (0-based)."""
         nct = normalize_nct(nct_id)
-        data, _ = self._get_json(f"{base_url or int_base_url(self.base_url)}/studies/{nct}/history/{int(version)}", {})
+        data, _ = self._get_json(f"{base_url or int_base_url(self.base_url)}/studies/{nct}/history/{int(version)}",
+                                 {}, not_found=f"{nct} version {int(version)}")
         return data
 
     # -- paging ---------------------------------------------------------------------------------

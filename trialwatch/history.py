@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import CtgovError, HistoryUnavailable, UsageError
+from .errors import CtgovError, HistoryUnavailable, TrialNotFound, UsageError
 
 if TYPE_CHECKING:
     from .config import Config
@@ -121,12 +121,14 @@ class _Run:
             return fn()
         except HistoryUnavailable:
             raise
+        except TrialNotFound:
+            # 404: no history for this trial (or the API moved): about one trial, go on.
+            raise HistoryUnavailable("the internal API answers 404 (not found)") from None
         except CtgovError as e:
-            # 404 (no history for this trial, or the API moved) is about one trial; anything
-            # else, after the client's retries, means the API is not answering: stop asking.
+            # Anything else, after the client's retries, means the API is not answering
+            # usefully: stop asking for the rest of this run.
             message = e.message.replace("GET /http", "GET http")  # an absolute URL, not a v2 path
-            if "HTTP 404" not in message:
-                self.broken = message
+            self.broken = message
             raise HistoryUnavailable(message) from None
 
 
@@ -140,14 +142,17 @@ class ListsReport:
 
 
 def fetch_lists(store: "Store", config: "Config", client: "Client", nct_ids: Iterable[str], *,
-                run: _Run | None = None) -> ListsReport:
+                run: _Run | None = None, checkpoint: Callable[[], None] | None = None) -> ListsReport:
     """Fetch and keep the version list of each trial (one request each). Never raises for the
-    registry's sake: a failure is recorded as "unavailable" and warned about once."""
+    registry's sake: a failure is recorded as "unavailable" and warned about once.
+    ``checkpoint`` is called before each request (a poll stops there on SIGTERM)."""
     run = run or _Run(client, config)
     report = ListsReport()
     for nct in nct_ids:
         if run.broken:
             break  # the rest are asked for next time
+        if checkpoint is not None:
+            checkpoint()
         report.asked += 1
         try:
             versions = parse_versions(run.call(lambda n=nct: client.history(n, base_url=run.base)))
@@ -161,10 +166,11 @@ def fetch_lists(store: "Store", config: "Config", client: "Client", nct_ids: Ite
     return report
 
 
-def fill_for_poll(store: "Store", config: "Config", client: "Client", watched: list[str]) -> ListsReport:
+def fill_for_poll(store: "Store", config: "Config", client: "Client", watched: list[str], *,
+                  checkpoint: Callable[[], None] | None = None) -> ListsReport:
     """A poll's share of version lists: at most ``history.per_poll``, oldest-watched first."""
     todo = store.trials_without_registry_history(watched, config.history.per_poll)
-    return fetch_lists(store, config, client, todo) if todo else ListsReport()
+    return fetch_lists(store, config, client, todo, checkpoint=checkpoint) if todo else ListsReport()
 
 
 # -- the timeline --------------------------------------------------------------------------------

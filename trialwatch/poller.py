@@ -278,9 +278,8 @@ class _Cycle:
         more requests; the timelines fill in over the following polls. Never fails the poll."""
         from .history import fill_for_poll
 
-        self.checkpoint()
         fill_for_poll(self.store, self.config, self.client,
-                      list(dict.fromkeys(watched + sorted(self.done))))
+                      list(dict.fromkeys(watched + sorted(self.done))), checkpoint=self.checkpoint)
 
     # -- what needs fetching ----------------------------------------------------------------
     def _full_sweep_due(self) -> bool:
