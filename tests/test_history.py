@@ -383,6 +383,10 @@ def test_important_only_skips_versions_that_changed_only_minor_modules_and_says_
     assert 0 in versions and 11 in versions and len(versions) < 12
     statuses = [(c["old"], c["new"]) for c in h["changes"] if c["field"] == "overall_status"]
     assert len(statuses) == 3
+    # A later full backfill leaves the gaps: the versions after them were diffed across them.
+    code, out, err = run("backfill", NCT, "--json")
+    assert code == 0 and json.loads(out)["requests"] == 0
+    assert len(hist_json(run)["changes"]) == len(h["changes"])
 
 
 def test_the_internal_api_sits_beside_v2_unless_the_config_says_otherwise():

@@ -270,8 +270,11 @@ def plan(store: "Store", nct_id: str, *, important_only: bool = False) -> tuple[
     stored = store.stored_registry_versions(nct_id)
     seam = row.seam_version if row.seam_version is not None else max((v.version for v in versions), default=-1)
     todo, skipped = [], 0
+    # Stored versions are a prefix, or a prefix with gaps that --important-only skipped: a gap
+    # stays a gap, because the version after it was already diffed across it.
+    highest = max(stored, default=-1)
     for v in versions:
-        if v.version > seam or v.version in stored:
+        if v.version > seam or v.version <= highest:
             continue
         modules = json.loads(v.modules or "[]")
         if important_only and v.version not in (0, seam) and modules and set(modules) <= MINOR_MODULES:
