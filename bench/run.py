@@ -212,7 +212,10 @@ class Trialwatch:
                # only measure the sleep, so it is set out of the way.
                f"  requests_per_minute: 100000\n  max_retries: 1\n  timeout_s: 60\n"
                f"email:\n  transport: file\n  outbox_dir: {self.dir / 'outbox'}\n"
-               f"trials: [{ids}]\n")
+               f"trials: [{ids}]\n"
+               # The v2 poll alone: version lists (the registry's history) are measured by
+               # bench/bench_history.py; here they would add up to per_poll requests a poll.
+               f"history:\n  per_poll: 0\n")
         if subscriber:
             # One physician following every watched trial: changes get outbox rows, as in use.
             cfg += (f"subscribers:\n  - email: bench@example.org\n    min_severity: minor\n"

@@ -1,5 +1,10 @@
 """A local stand-in of the ClinicalTrials.gov API v2, for integration tests and benchmarks.
 
+It also serves the registry's internal version-history API (``/api/int/studies/{id}/history``
+and ``…/history/{v}``) from version sequences given with ``put_history`` (tests build synthetic
+ones, marked ``"synthetic": true``) or read from fixture folders (``load_history``), with
+per-trial faults (``history_fault``: 404, garbage, a wrong shape).
+
 Serves ``/api/v2/version``, ``/api/v2/studies/{id}`` and ``/api/v2/studies`` from records held
 in memory, on 127.0.0.1 in a background thread, with the real API's quirks that trialwatch
 relies on: case-insensitive ids with optional leading zeros, 301 for alias ids, plain-text
@@ -126,6 +131,8 @@ class StandIn:
         self._entries: dict[str, _Entry] = {}  # insertion order is listing order
         self._aliases: dict[str, str] = {}
         self._faults: deque[tuple[str, dict]] = deque()
+        self._history: dict[str, list[dict]] = {}  # nct -> [{version, date, status, moduleLabels, record}]
+        self._history_faults: dict[str, str] = {}
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         for r in records:
@@ -155,6 +162,43 @@ class StandIn:
             raise ValueError(f"not NCT numbers: {old_id!r}, {new_id!r}")
         with self._lock:
             self._aliases[old] = new
+
+    def put_history(self, nct_id: str, versions: list[dict]) -> None:
+        """The registry's versions of a trial, oldest first: each ``{"date", "record"}`` and
+        optionally ``"moduleLabels"``; numbered 0, 1, ... and given the record's status."""
+        nct = norm_id(nct_id)
+        out = []
+        for i, v in enumerate(versions):
+            out.append({"version": i, "date": v["date"],
+                        "status": _get(v["record"], "protocolSection", "statusModule", "overallStatus"),
+                        "moduleLabels": list(v.get("moduleLabels", [] if i == 0 else ["Study Status"])),
+                        "body": json.dumps({"studyVersion": i, "study": v["record"]},
+                                           ensure_ascii=False).encode()})
+        with self._lock:
+            self._history[nct] = out
+
+    def load_history(self, folder: str | Path) -> None:
+        """Fixture folders ``folder/NCT…/`` holding ``history.json`` (the version list, real
+        shape) and ``v{n}.json`` (the version answers, real shape)."""
+        for d in sorted(Path(folder).iterdir()):
+            listing = d / "history.json"
+            if not listing.is_file():
+                continue
+            changes = json.loads(listing.read_text(encoding="utf-8"))["changes"]
+            out = [dict(c, body=(d / f"v{c['version']}.json").read_bytes()) for c in changes]
+            with self._lock:
+                self._history[norm_id(d.name)] = out
+
+    def history_fault(self, nct_id: str, kind: str | None) -> None:
+        """Every history request for this trial fails: "404", "garbage" (200, not JSON),
+        "shape" (200, JSON of another shape); None clears it."""
+        with self._lock:
+            if kind is None:
+                self._history_faults.pop(norm_id(nct_id), None)
+            else:
+                if kind not in ("404", "garbage", "shape"):
+                    raise ValueError(f"unknown history fault {kind!r}")
+                self._history_faults[norm_id(nct_id)] = kind
 
     def set_data_timestamp(self, ts: str) -> None:
         self.data_timestamp = ts
@@ -228,6 +272,8 @@ class StandIn:
 
     def _respond(self, path: str, query: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
         """(status, headers, body) for a GET; faults are applied by the handler."""
+        if path.startswith("/api/int/"):
+            return self._int(path[len("/api/int/"):].rstrip("/"))
         prefix = "/api/v2/"
         if not path.startswith(prefix):
             return _text(404, "Not Found")
@@ -243,6 +289,29 @@ class StandIn:
         except _BadRequest as e:
             return _text(400, str(e))
         return _text(404, "Not Found")
+
+    def _int(self, route: str) -> tuple[int, dict[str, str], bytes]:
+        """The internal API: studies/{id}/history and studies/{id}/history/{v}."""
+        m = re.match(r"^studies/([^/]+)/history(?:/(\d+))?$", route)
+        nct = norm_id(m.group(1)) if m else None
+        if nct is None:
+            return _text(404, "Not Found")
+        with self._lock:
+            versions = self._history.get(nct)
+            fault = self._history_faults.get(nct)
+        if fault == "404" or versions is None:
+            return _text(404, "Not Found")
+        if fault == "garbage":
+            return 200, {"Content-Type": "application/json"}, b"\x00\x17<<not json"
+        if fault == "shape":
+            return 200, {"Content-Type": "application/json"}, b'{"versions": "soon"}'
+        if m.group(2) is None:
+            listing = [{k: v for k, v in e.items() if k != "body"} for e in versions]
+            return 200, {"Content-Type": "application/json"}, json.dumps({"changes": listing}).encode()
+        v = int(m.group(2))
+        if v >= len(versions):
+            return _text(404, "Not Found")
+        return 200, {"Content-Type": "application/json"}, versions[v]["body"]
 
     def _one(self, raw_id: str, query: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
         _unknown(query, STUDY_PARAMS, STUDY_PARAMS)
@@ -449,11 +518,16 @@ def load_records(folder: str | Path) -> list[dict]:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--records", action="append", default=[], help="folder of *.json records (repeatable)")
+    ap.add_argument("--history", action="append", default=[],
+                    help="folder of NCT…/ version-history fixtures (history.json, v0.json, ...)")
     ap.add_argument("--port", type=int, default=8765)
     ap.add_argument("--data-timestamp", default="2026-11-25T09:00:05")
     args = ap.parse_args(argv)
     records = [r for folder in args.records for r in load_records(folder)]
-    api = StandIn(records, port=args.port, data_timestamp=args.data_timestamp).start()
+    api = StandIn(records, port=args.port, data_timestamp=args.data_timestamp)
+    for folder in args.history:
+        api.load_history(folder)
+    api.start()
     print(f"serving {len(api._entries)} studies at {api.base_url} (Ctrl-C stops)", flush=True)
     try:
         threading.Event().wait()

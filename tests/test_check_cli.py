@@ -163,7 +163,11 @@ def test_several_trials_are_fetched_in_one_batch(run, api, record):
     api.reset_requests()
     objs = check_json(run, NCT, "NCT03934567")
     assert [o["nct_id"] for o in objs] == [NCT, "NCT03934567"]
-    assert len(api.requests) == 1 and "filter.ids" in api.requests[0][2]
+    v2 = [r for r in api.requests if r[1].startswith("/api/v2/")]
+    assert len(v2) == 1 and "filter.ids" in v2[0][2]
+    # Plus one version-list request for each trial stored for the first time (issue 15).
+    assert sorted(p for _, p, _ in api.requests if p.startswith("/api/int/")) == [
+        f"/api/int/studies/{n}/history" for n in sorted([NCT, "NCT03934567"])]
 
 
 def test_history_lists_every_snapshot_oldest_first(run, api, record):

@@ -48,7 +48,8 @@ def test_requests_stay_within_the_budget(store, db_url):
         config = make_config(api, db_url, ids_of(records))
         first = poller.poll(store, config, send=False)
         assert first.complete and first.trials_checked == n
-        assert first.requests == 1 + math.ceil(n / 100)
+        # The v2 part as before, plus at most history.per_poll version lists (issue 15).
+        assert first.requests == 1 + math.ceil(n / 100) + config.history.per_poll
         assert count(store, st.Snapshot) == n
 
         # Same dataTimestamp: one request, nothing else.
@@ -64,7 +65,7 @@ def test_requests_stay_within_the_budget(store, db_url):
         assert report.complete and not report.skipped
         assert report.trials_changed == c and report.changes >= c
         assert report.trials_checked == n
-        assert report.requests <= 1 + math.ceil(n / 100) + math.ceil(c / 100)
+        assert report.requests <= 1 + math.ceil(n / 100) + math.ceil(c / 100) + config.history.per_poll
         assert count(store, st.Snapshot) == n + c
         # Only records updated since the last complete poll's data date were asked for.
         advanced = [q.get("filter.advanced") for _, path, q in api.requests if path.endswith("/studies")]
@@ -130,7 +131,8 @@ def test_poll_cli_json_and_exit_code_when_incomplete(db_url, tmp_path, capsys):
         out = json.loads(capsys.readouterr().out)
         assert {"requests", "trials_checked", "trials_changed", "changes", "emails_sent",
                 "emails_queued", "skipped"} <= out.keys()
-        assert out["trials_checked"] == 5 and out["skipped"] is False and out["requests"] == 2
+        # 2 v2 requests, and the 5 trials' version lists (issue 15)
+        assert out["trials_checked"] == 5 and out["skipped"] is False and out["requests"] == 2 + 5
         assert main(["--config", str(cfg), "poll", "--json"]) == 0
         out = json.loads(capsys.readouterr().out)
         assert out["skipped"] is True and out["requests"] == 1

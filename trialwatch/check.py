@@ -102,17 +102,22 @@ def check_trials(store: "Store", config: "Config", ids: list[str], *,
     client = client or Client.from_config(config.ctgov)
     try:
         fetched, errors = fetch_records(store, client, ids)
+        results: list[CheckResult] = []
+        for requested in ids:
+            if requested in errors:
+                results.append(CheckResult(nct_id=requested, requested_id=requested, error=errors[requested]))
+                continue
+            raw = fetched[requested]
+            results.append(store_and_summarize(store, config, raw, requested, near=near, limit=limit,
+                                               today=today))
+        # A trial stored for the first time gets the registry's status timeline: one request
+        # each, through the same throttled client; a failure there only warns.
+        from .history import fetch_lists
+
+        fetch_lists(store, config, client, [r.nct_id for r in results if r.recorded and r.recorded.first])
     finally:
         if own_client:
             client.close()
-    results: list[CheckResult] = []
-    for requested in ids:
-        if requested in errors:
-            results.append(CheckResult(nct_id=requested, requested_id=requested, error=errors[requested]))
-            continue
-        raw = fetched[requested]
-        results.append(store_and_summarize(store, config, raw, requested, near=near, limit=limit,
-                                           today=today))
     return results
 
 

@@ -226,10 +226,13 @@ def unwatch(c: Context, nct_ids: tuple[str, ...]) -> None:
 
 @cli.command()
 @click.argument("nct_id")
-@click.option("--json", "as_json", is_flag=True, help="{nct_id, snapshots: [...], changes: [...]}, oldest first.")
+@click.option("--json", "as_json", is_flag=True,
+              help="{nct_id, registry_history, timeline: [...], snapshots: [...], changes: [...]}, oldest first.")
 @pass_ctx
 def history(c: Context, nct_id: str, as_json: bool) -> None:
-    """Every stored version of a trial and the changes between them, oldest first."""
+    """Every stored version of a trial and the changes between them, oldest first, with the
+    registry's status timeline."""
+    from .history import timeline
     from .record import normalize_nct
     from .errors import TrialNotFound
 
@@ -238,21 +241,101 @@ def history(c: Context, nct_id: str, as_json: bool) -> None:
     if not snaps and not changes:
         raise TrialNotFound(f"no stored snapshot of {nct}",
                             hint=f"Run 'trialwatch check {nct}' first.")
+    tl = timeline(c.store, nct)
     by_snap: dict[int | None, list] = {}
     for ch in changes:
         by_snap.setdefault(ch.snapshot_id, []).append(ch)
     if as_json:
         _emit_json({
             "nct_id": nct,
+            "registry_history": tl.state,
+            "timeline": tl.to_json(),
             "snapshots": [{"seq": s.seq, "fetched_at": _iso(s.fetched_at), "content_hash": s.blob_hash,
                            "overall_status": s.overall_status, "last_update_posted": s.last_update_posted,
+                           "source": s.source or "live", "version": s.registry_version,
+                           "registry_date": s.registry_date,
                            "changes": [ch.to_dict() for ch in by_snap.get(s.id, [])]} for s in snaps],
             "changes": [ch.to_dict() for ch in changes],
         })
         return
     from .render_text import history_report
 
-    click.echo(history_report(nct, snaps, changes))
+    click.echo(history_report(nct, snaps, changes, timeline=tl))
+
+
+# -- backfill ---------------------------------------------------------------------------------
+
+@cli.command()
+@click.argument("nct_ids", nargs=-1, metavar="[NCT_ID...]")
+@click.option("--all", "all_", is_flag=True, help="Every followed trial that has been checked.")
+@click.option("--important-only", is_flag=True,
+              help="Skip versions that changed only modules whose edits are never important or critical.")
+@click.option("--json", "as_json", is_flag=True,
+              help="{trials, lists_fetched, versions_stored, versions_skipped, changes, requests, ...}")
+@pass_ctx
+def backfill(c: Context, nct_ids: tuple[str, ...], all_: bool, important_only: bool, as_json: bool) -> None:
+    """Fetch every registry version of trials not stored yet (oldest first) and the changes
+    between them. Historical: never mailed. Resumable: a rerun fetches only what is missing."""
+    from .ctgov import Client
+    from .history import backfill as run_backfill, ids_for_backfill
+
+    ids = ids_for_backfill(c.store, c.config, _normalize_all(nct_ids), all_)
+    with Client.from_config(c.config.ctgov) as client, _BackfillProgress(enabled=sys.stderr.isatty()) as bar:
+        report = run_backfill(c.store, c.config, client, ids, important_only=important_only, progress=bar)
+    if as_json:
+        _emit_json(report.to_dict())
+    else:
+        click.echo(f"{report.trials} trial(s): {report.versions_stored} version(s) stored, "
+                   f"{report.changes} historical change(s), {report.lists_fetched} version list(s) fetched, "
+                   f"{report.requests} request(s).")
+        if report.versions_skipped:
+            click.echo(f"{report.versions_skipped} version(s) skipped: they changed only modules whose "
+                       "edits are never important or critical (--important-only).")
+        for n in report.unavailable:
+            click.echo(f"warning: {n}: the registry's history is unavailable", err=True)
+        for err in report.errors:
+            click.echo(f"warning: {err}", err=True)
+    if not report.complete:
+        from .errors import HistoryUnavailable
+
+        raise HistoryUnavailable("the backfill did not finish: " + "; ".join(report.errors[:3]),
+                                 hint="What was fetched is stored; run it again to fetch the rest.")
+
+
+class _BackfillProgress:
+    """A rich progress bar on stderr (trials, versions, ETA) when it is a terminal; quiet
+    otherwise."""
+
+    def __init__(self, enabled: bool, console: Any = None) -> None:
+        self.enabled = enabled
+        self.console = console  # a rich Console; default: stderr
+        self.bar = None
+
+    def __enter__(self) -> "_BackfillProgress":
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeRemainingColumn(), console=self.console or Console(stderr=True),
+                                transient=False)
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def __call__(self, event: str, info: dict) -> None:
+        if self.bar is None:
+            return
+        if event == "start":
+            self.trials = self.bar.add_task("trials", total=info["trials"])
+            self.versions = self.bar.add_task("versions", total=info["versions"])
+        elif event == "version":
+            self.bar.advance(self.versions)
+        elif event == "trial":
+            self.bar.advance(self.trials)
 
 
 def _iso(t: Any) -> str | None:

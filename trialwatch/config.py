@@ -110,6 +110,15 @@ class CtgovConfig(_Strict):
 
 
 
+class HistoryConfig(_Strict):
+    # The registry's internal API (version history); default: ctgov.base_url with /api/int
+    # in place of /api/v2.
+    url: HttpUrl | None = None
+    # Version lists a poll fetches at most (oldest-watched trials first): a first poll of
+    # 10,000 trials must not cost 10,000 more requests. 0: never in a poll.
+    per_poll: int = Field(50, ge=0, le=100000)
+
+
 class SmtpConfig(_Strict):
     host: str = "localhost"
     port: int = Field(25, ge=1, le=65535)
@@ -240,6 +249,7 @@ class SearchConfig(_Strict):
 class Config(_Strict):
     database: str = "sqlite:///trialwatch.db"
     ctgov: CtgovConfig = CtgovConfig()
+    history: HistoryConfig = HistoryConfig()
     trials: NctList = []
     # Dotted JSON paths the diff never reports, e.g. protocolSection.referencesModule
     ignore: list[str] = []

@@ -274,6 +274,25 @@ class Client:
             raise CtgovBadResponse(f"GET /version answered a dataTimestamp that is not a date: {ts[:60]!r}") from None
         return Version(api_version=api, data_timestamp=ts)
 
+    # -- the registry's version history (internal, undocumented API) ---------------------------
+    # Same throttle, retries and counters as every other call; the caller (trialwatch.history)
+    # turns any failure into "history unavailable", because this API may change without notice.
+
+    def history(self, nct_id: str, *, base_url: str | None = None) -> Any:
+        """GET {int}/studies/{id}/history: the version list, as JSON (shape checked by the
+        caller); a 404 is TrialNotFound, which the caller reads as "no history for this trial"."""
+        nct = normalize_nct(nct_id)
+        data, _ = self._get_json(f"{base_url or int_base_url(self.base_url)}/studies/{nct}/history", {},
+                                 not_found=f"{nct} version history")
+        return data
+
+    def history_version(self, nct_id: str, version: int, *, base_url: str | None = None) -> Any:
+        """GET {int}/studies/{id}/history/{v}: the record as it stood at version ``v`` (0-based)."""
+        nct = normalize_nct(nct_id)
+        data, _ = self._get_json(f"{base_url or int_base_url(self.base_url)}/studies/{nct}/history/{int(version)}",
+                                 {}, not_found=f"{nct} version {int(version)}")
+        return data
+
     # -- paging ---------------------------------------------------------------------------------
 
     def _pages(self, params: dict[str, str]) -> Iterator[dict]:
@@ -396,6 +415,14 @@ class Client:
                                    hint="The CT.gov edge blocks some clients; do not set a User-Agent that "
                                         "imitates another HTTP client, and check proxies in between.")
         raise CtgovBadResponse(f"ClinicalTrials.gov GET /{path}: unexpected HTTP {status}: {text}")
+
+
+def int_base_url(base_url: str) -> str:
+    """The internal API's base beside the v2 one: ``…/api/v2`` -> ``…/api/int``."""
+    base = base_url.rstrip("/")
+    if base.endswith("/api/v2"):
+        return base[: -len("/api/v2")] + "/api/int"
+    return str(httpx.URL(base).join("/api/int"))  # same host; config `history.url` overrides
 
 
 def _check_page(page: Any) -> None:

@@ -13,6 +13,7 @@ about it, and carries the exit code the CLI returns for it.
     │   ├── CtgovUnavailable             network errors, 429/5xx after every retry
     │   │   └── CtgovUnreachable         the host cannot be resolved or refuses connections
     │   └── CtgovBadResponse             a body that is not the JSON we asked for; never stored
+    │       ├── HistoryUnavailable       the internal version-history API failed (warned, never fatal)
     │       └── BadRecord                one trial's record cannot be read (nct_id says which)
     ├── PollStopped (exit 4)             a signal stopped the poll before it finished
     ├── StoreError (exit 5)              the database cannot be opened, is too old, or is busy
@@ -144,6 +145,14 @@ class MailUndelivered(MailError):
 class TokenError(TrialwatchError):
     exit_code = 2
     hint = "The link is invalid or has expired; use the newest email, or subscribe again."
+
+
+class HistoryUnavailable(CtgovBadResponse):
+    """The registry's internal version-history API answered 404, garbage or an unexpected
+    shape. Never fatal: trialwatch warns once and carries on without the history."""
+
+    hint = ("The registry's version history is an undocumented internal API and may have changed; "
+            "checks and polls go on without it. Set history.url if it moved.")
 
 
 # The exit codes, as the README's table states them (tests/test_exit_codes.py compares the two).

@@ -31,7 +31,8 @@ def trial_feed(store: "Store", config: "Config", nct_id: str) -> bytes:
     trial = store.trial(nct_id)
     title = f"{nct_id}: {trial.title}" if trial and trial.title else nct_id
     with store.session() as s:
-        rows = list(s.scalars(select(ChangeRow).where(ChangeRow.nct_id == nct_id)
+        # History backfilled from the registry is not news: feeds carry what changed since.
+        rows = list(s.scalars(select(ChangeRow).where(ChangeRow.nct_id == nct_id, ChangeRow.historical.is_(False))
                               .order_by(ChangeRow.detected_at.desc(), ChangeRow.id.desc()).limit(MAX_ENTRIES)))
     base = config.email.public_url
     return _feed(f"{base}/trials/{nct_id}", f"Changes to {title}", rows, base,
@@ -47,7 +48,8 @@ def search_feed(store: "Store", config: "Config", name: str) -> bytes:
     members = select(SearchMember.nct_id).where(SearchMember.search == name)
     with store.session() as s:
         rows = list(s.scalars(select(ChangeRow)
-                              .where(or_(ChangeRow.search == name, ChangeRow.nct_id.in_(members)))
+                              .where(or_(ChangeRow.search == name, ChangeRow.nct_id.in_(members)),
+                                     ChangeRow.historical.is_(False))
                               .order_by(ChangeRow.detected_at.desc(), ChangeRow.id.desc()).limit(MAX_ENTRIES)))
     base = config.email.public_url
     return _feed(f"{base}/searches/{name}/feed.atom", f"Saved search {name}", rows, base,

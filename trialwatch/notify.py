@@ -653,6 +653,7 @@ def preview(store: Store, config: "Config", nct_id: str, *, to: str | None = Non
         raise UsageError(f"{nct} is not in the database yet",
                          hint="Add it to config.yaml (trials:) and let a poll fetch it first.")
     latest: list[ChangeRow] = []
+    changes = [c for c in changes if not c.historical]  # registry history is never news
     if changes:
         last = changes[-1]
         batch = (lambda c: c.snapshot_id == last.snapshot_id) if last.snapshot_id else \

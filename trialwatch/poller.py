@@ -317,6 +317,16 @@ class _Cycle:
         self._fetch(fresh_ids, since=None)
         self._fetch(known, since=since)
         self._follow_links()
+        self._registry_history(watched)
+
+    def _registry_history(self, watched: list[str]) -> None:
+        """Version lists (status timelines) of up to ``history.per_poll`` trials that have
+        none yet, oldest-watched first: a first poll of 10,000 trials does not cost 10,000
+        more requests; the timelines fill in over the following polls. Never fails the poll."""
+        from .history import fill_for_poll
+
+        fill_for_poll(self.store, self.config, self.client,
+                      list(dict.fromkeys(watched + sorted(self.done))), checkpoint=self.checkpoint)
 
     # -- what needs fetching ----------------------------------------------------------------
     def _full_sweep_due(self) -> bool:
@@ -338,7 +348,9 @@ class _Cycle:
         from .store import Snapshot, Trial
 
         with self.store.session() as s:
-            have = set(s.scalars(select(Snapshot.nct_id).where(Snapshot.nct_id.in_(ids)).distinct())) if ids else set()
+            # Live snapshots only: versions backfilled from the registry are not a fetch.
+            have = set(s.scalars(select(Snapshot.nct_id).where(Snapshot.nct_id.in_(ids), Snapshot.source.is_(None))
+                                 .distinct())) if ids else set()
             # An id that answered 404 has been fetched: the full sweep asks again.
             have |= set(s.scalars(select(Trial.nct_id).where(Trial.nct_id.in_(ids),
                                                                Trial.gone_at.is_not(None)))) if ids else set()

@@ -171,14 +171,34 @@ def _criteria_block(c: Any) -> list[str]:
     return out
 
 
-def history_report(nct: str, snaps: list, changes: list) -> str:
+def timeline_lines(tl: Any) -> list[str]:
+    """``Recruiting  2017-10-03 → 2021-05-14, 3 y 7 m`` per status run, oldest first."""
+    out = []
+    if tl.state == "pending":
+        out.append("  (the registry's history is still to come: a later poll fetches it)")
+    elif tl.state == "unavailable":
+        out.append("  (the registry's history is unavailable; what trialwatch saw itself)")
+    for e in tl.entries:
+        out.append(f"  {words(e['status']):<24} {e['from']} → {e['to'] or 'now'}, {e['duration']}"
+                   + (f"  (v{e['version']})" if e["version"] is not None else ""))
+    return out
+
+
+def history_report(nct: str, snaps: list, changes: list, timeline: Any = None) -> str:
     by_snap: dict[Any, list] = {}
     for ch in changes:
         by_snap.setdefault(ch.snapshot_id, []).append(ch)
-    out = [f"{nct}: {len(snaps)} stored version{'s' if len(snaps) != 1 else ''}"]
+    out = []
+    if timeline is not None:
+        out += ["Status timeline:", *timeline_lines(timeline), ""]
+    out.append(f"{nct}: {len(snaps)} stored version{'s' if len(snaps) != 1 else ''}")
     for snap in snaps:
-        out.append(f"#{snap.seq}  {_when(snap.fetched_at)}  {one_line(words(snap.overall_status))}"
-                   f"  (record updated {snap.last_update_posted or '—'}, {snap.blob_hash[:12]})")
+        if snap.source == "registry":
+            out.append(f"v{snap.registry_version}  {snap.registry_date} (registry)  {one_line(words(snap.overall_status))}"
+                       f"  ({snap.blob_hash[:12]})")
+        else:
+            out.append(f"#{snap.seq}  {_when(snap.fetched_at)}  {one_line(words(snap.overall_status))}"
+                       f"  (record updated {snap.last_update_posted or '—'}, {snap.blob_hash[:12]})")
         for ch in sorted(by_snap.get(snap.id, []), key=lambda c: -c.rank):
             out.extend(change_line(ch))
     events = by_snap.get(None, [])

@@ -99,6 +99,40 @@ class Snapshot(Base):
     fetched_at: Mapped[dt.datetime] = mapped_column(DateTime)
     last_update_posted: Mapped[str | None] = mapped_column(String(10))
     overall_status: Mapped[str | None] = mapped_column(String(32))
+    # Set for a version backfilled from the registry's history (``trialwatch backfill``): its
+    # number and date there. Such snapshots take seq REGISTRY_SEQ_BASE + version (negative),
+    # so they sort before the live chain (seq 1, 2, ...) and never become its "latest".
+    source: Mapped[str | None] = mapped_column(String(16))  # None: live | "registry"
+    registry_version: Mapped[int | None] = mapped_column(Integer)
+    registry_date: Mapped[str | None] = mapped_column(String(10))
+
+
+# Registry versions are numbered from 0; their snapshots sit below the live chain's seq 1.
+REGISTRY_SEQ_BASE = -1_000_000
+
+
+class RegistryVersion(Base):
+    """One entry of the registry's version list of a trial (its status timeline)."""
+
+    __tablename__ = "registry_versions"
+    nct_id: Mapped[str] = mapped_column(String(11), ForeignKey("trials.nct_id"), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    date: Mapped[str] = mapped_column(String(10))
+    overall_status: Mapped[str | None] = mapped_column(String(32))
+    modules: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of changed module labels
+
+
+class RegistryHistory(Base):
+    """That a trial's version list was asked for: ``ok`` (its versions are in
+    ``registry_versions``) or ``unavailable`` (404, garbage, an unexpected shape)."""
+
+    __tablename__ = "registry_histories"
+    nct_id: Mapped[str] = mapped_column(String(11), ForeignKey("trials.nct_id"), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))  # ok | unavailable
+    fetched_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    # The newest registry version the first live snapshot shows: backfill stops there.
+    seam_version: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
 
 
 class ChangeRow(Base):
@@ -118,6 +152,10 @@ class ChangeRow(Base):
     site: Mapped[str | None] = mapped_column(Text)
     severity: Mapped[str] = mapped_column(String(10))
     detected_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    # A change between registry versions found by backfill: history, never news (no outbox
+    # row); ``registry_date`` is when the registry recorded it.
+    historical: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    registry_date: Mapped[str | None] = mapped_column(String(10))
 
     @property
     def old_value(self) -> Any:
@@ -135,7 +173,8 @@ class ChangeRow(Base):
         return {"field": self.field, "label": self.label, "old": self.old_value,
                 "new": self.new_value, "severity": self.severity, "detail": self.detail,
                 "site": self.site, "search": self.search,
-                "detected_at": self.detected_at.isoformat() + "Z" if self.detected_at else None}
+                "detected_at": self.detected_at.isoformat() + "Z" if self.detected_at else None,
+                **({"historical": True, "registry_date": self.registry_date} if self.historical else {})}
 
 
 # -- people -----------------------------------------------------------------------------------
@@ -359,7 +398,7 @@ def head_revision() -> str:
 # The migration this code's models match (the head of migrations/versions). Kept here so that
 # opening a database reads one row instead of importing Alembic and parsing every migration;
 # tests/test_migrations.py checks it equals Alembic's head.
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 
 
 def current_revision(engine: Engine) -> str | None:
@@ -492,7 +531,9 @@ class Store:
         old_manifest = _read_blob(s, latest.blob_hash) if latest is not None else None
         old_parts = set(_part_hashes(old_manifest)) if old_manifest is not None else set()
         _put_blobs(s, blobs, stored=old_parts)  # the previous version's parts are stored
-        snap = Snapshot(nct_id=p.nct_id, seq=(latest.seq + 1) if latest else 1, blob_hash=p.digest,
+        # max(.., 1): after a backfill without live snapshots, the latest is a registry version
+        # (negative seq); the live chain still starts at 1.
+        snap = Snapshot(nct_id=p.nct_id, seq=max(latest.seq + 1, 1) if latest else 1, blob_hash=p.digest,
                         fetched_at=at, overall_status=p.status, last_update_posted=p.last_update_posted)
         s.add(snap)
         s.flush()
@@ -502,7 +543,10 @@ class Store:
             # The previous version, rebuilt from the parts it shares with this one (already in
             # memory) and a read of only those that changed.
             old = _join(old_manifest, _part_loader(s, old_parts - values.keys(), values))
-            changes = diff(old, p.canon, ignore=tuple(ignore), assume_canonical=True)
+            if latest.source == "registry":  # legacy markup on one side: compare the words
+                changes = seam_diff(old, p.canon, ignore=ignore)
+            else:
+                changes = diff(old, p.canon, ignore=tuple(ignore), assume_canonical=True)
             trial.last_changed_at = at
         rows = self._add_changes(s, p.nct_id, changes, snapshot_id=snap.id, at=at)
         return Recorded(nct_id=p.nct_id, snapshot_id=snap.id, first=latest is None, stored=True,
@@ -522,14 +566,18 @@ class Store:
 
     def _add_changes(self, s: Session, nct_id: str, changes: list[Change], *,
                      snapshot_id: int | None, at: dt.datetime,
-                     search: str | None = None) -> list[ChangeRow]:
+                     search: str | None = None, registry_date: str | None = None) -> list[ChangeRow]:
+        historical = registry_date is not None
         rows = [ChangeRow(nct_id=nct_id, snapshot_id=snapshot_id, search=search, field=c.field,
                           label=c.label, old=_json(c.old), new=_json(c.new), detail=c.detail,
-                          site=c.site, severity=c.severity, detected_at=at) for c in changes]
+                          site=c.site, severity=c.severity, detected_at=at,
+                          historical=historical, registry_date=registry_date) for c in changes]
         if not rows:
             return rows
         s.add_all(rows)
         s.flush()
+        if historical:
+            return rows  # history is never news: no outbox row, no mail
         # Plain executemany, not ORM objects: a change followed by many physicians makes many rows.
         outbox = [{"subscriber_id": sub_id, "change_id": row.id, "created_at": at}
                   for sub_id, min_severity in self._interested(s, nct_id, search)
@@ -582,6 +630,131 @@ class Store:
             changes = list(s.scalars(select(ChangeRow).where(ChangeRow.nct_id == nct_id)
                                      .order_by(ChangeRow.detected_at, ChangeRow.id)))
             return snaps, changes
+
+    # -- the registry's history (trialwatch/history.py drives these) --------------------------
+    def save_registry_versions(self, nct_id: str, versions: Sequence[dict], *,
+                               at: dt.datetime | None = None) -> int | None:
+        """Keep a trial's version list ``[{version, date, status, modules}]`` (replacing an
+        earlier one) and return the seam version: the newest one the first live snapshot
+        shows, where backfill stops."""
+        at = at or utcnow()
+        from sqlalchemy import delete
+
+        with self.session() as s, s.begin():
+            if s.get(Trial, nct_id) is None:
+                s.add(Trial(nct_id=nct_id, first_seen_at=at))
+                s.flush()
+            first_live = s.scalars(select(Snapshot.fetched_at).where(
+                Snapshot.nct_id == nct_id, Snapshot.source.is_(None)).order_by(Snapshot.seq).limit(1)).first()
+            s.execute(delete(RegistryVersion).where(RegistryVersion.nct_id == nct_id))
+            s.add_all([RegistryVersion(nct_id=nct_id, version=v["version"], date=v["date"],
+                                       overall_status=v.get("status"),
+                                       modules=json.dumps(v.get("modules") or [], ensure_ascii=False))
+                       for v in versions])
+            # Versions dated after the first live snapshot are what live snapshots show since.
+            cutoff = first_live.date().isoformat() if first_live else None
+            shown = [v["version"] for v in versions if cutoff is None or v["date"][:10] <= cutoff]
+            seam = max(shown) if shown else None
+            row = s.get(RegistryHistory, nct_id)
+            if row is None:
+                s.add(RegistryHistory(nct_id=nct_id, state="ok", fetched_at=at, seam_version=seam))
+            else:
+                row.state, row.fetched_at, row.error = "ok", at, None
+                row.seam_version = row.seam_version if row.seam_version is not None else seam
+                seam = row.seam_version
+            return seam
+
+    def mark_history_unavailable(self, nct_id: str, error: str, *, at: dt.datetime | None = None) -> None:
+        import re
+
+        # The error quotes the garbage it got: PostgreSQL text refuses NUL, nobody needs controls.
+        error = re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f]", "\ufffd", error)[:1000]
+        with self.session() as s, s.begin():
+            if s.get(Trial, nct_id) is None:
+                s.add(Trial(nct_id=nct_id, first_seen_at=at or utcnow()))
+                s.flush()
+            row = s.get(RegistryHistory, nct_id)
+            if row is None:
+                s.add(RegistryHistory(nct_id=nct_id, state="unavailable", fetched_at=at or utcnow(), error=error))
+            elif row.state != "ok":
+                row.fetched_at, row.error = at or utcnow(), error
+
+    def registry_history(self, nct_id: str) -> tuple[RegistryHistory | None, list[RegistryVersion]]:
+        """The state of a trial's version list, and its versions oldest first."""
+        with self.session() as s:
+            return (s.get(RegistryHistory, nct_id),
+                    list(s.scalars(select(RegistryVersion).where(RegistryVersion.nct_id == nct_id)
+                                   .order_by(RegistryVersion.version))))
+
+    def trials_without_registry_history(self, nct_ids: Sequence[str], limit: int) -> list[str]:
+        """Of ``nct_ids``, up to ``limit`` stored trials whose version list was never asked
+        for, oldest-watched first."""
+        if limit <= 0 or not nct_ids:
+            return []
+        asked = select(RegistryHistory.nct_id)
+        with self.session() as s:
+            return list(s.scalars(select(Trial.nct_id).where(
+                Trial.nct_id.in_(list(nct_ids)), Trial.nct_id.not_in(asked), Trial.gone_at.is_(None),
+                Trial.nct_id.in_(select(Snapshot.nct_id))).order_by(Trial.first_seen_at, Trial.nct_id).limit(limit)))
+
+    def stored_registry_versions(self, nct_id: str) -> set[int]:
+        with self.session() as s:
+            return set(s.scalars(select(Snapshot.registry_version).where(
+                Snapshot.nct_id == nct_id, Snapshot.source == "registry")))
+
+    def record_registry_version(self, record: dict, *, version: int, date: str,
+                                ignore: Sequence[str] = (), seam: bool = False) -> "Recorded":
+        """Store version ``version`` of a trial as the registry served it, diffed against the
+        newest stored registry version before it; its changes are historical (no outbox row).
+        ``seam``: this is the version the first live snapshot shows, so the first live snapshot
+        is diffed against it too (changes there mean the two really differ). Idempotent: a
+        version already stored is not stored again (UNIQUE(nct_id, seq))."""
+        p = _Prepared.of(record)
+        at = utcnow()
+        try:
+            with self.session() as s, s.begin():
+                trial = s.get(Trial, p.nct_id)
+                if trial is None:
+                    trial = Trial(nct_id=p.nct_id, first_seen_at=at, title=p.title, overall_status=p.status)
+                    s.add(trial)
+                    s.flush()
+                seq = REGISTRY_SEQ_BASE + version
+                done = s.scalars(select(Snapshot).where(Snapshot.nct_id == p.nct_id, Snapshot.seq == seq)).first()
+                if done is not None:
+                    return Recorded(nct_id=p.nct_id, snapshot_id=done.id, first=False, stored=False)
+                before = s.scalars(select(Snapshot).where(
+                    Snapshot.nct_id == p.nct_id, Snapshot.source == "registry", Snapshot.seq < seq)
+                    .order_by(Snapshot.seq.desc()).limit(1)).first()
+                _put_blobs(s, _split(p.canon, p.digest, raw_size=len(p.body)))
+                snap = Snapshot(nct_id=p.nct_id, seq=seq, blob_hash=p.digest, fetched_at=at,
+                                overall_status=p.status, last_update_posted=p.last_update_posted,
+                                source="registry", registry_version=version, registry_date=date[:10])
+                s.add(snap)
+                s.flush()
+                changes: list[Change] = []
+                if before is not None:
+                    # By words too: the registry's legacy markup would otherwise fill the
+                    # details with tags and entities.
+                    changes = seam_diff(self._load_blob(s, before.blob_hash), p.canon, ignore=ignore)
+                rows = self._add_changes(s, p.nct_id, changes, snapshot_id=snap.id,
+                                         at=_day_start(date), registry_date=date[:10])
+                if seam:
+                    live = s.scalars(select(Snapshot).where(Snapshot.nct_id == p.nct_id, Snapshot.source.is_(None))
+                                     .order_by(Snapshot.seq).limit(1)).first()
+                    if live is not None:
+                        seam_changes = seam_diff(p.canon, self._load_blob(s, live.blob_hash), ignore=ignore)
+                        # The live record differs from the registry's newest version: that
+                        # happened between the two dates; history too, never news now.
+                        rows += self._add_changes(s, p.nct_id, seam_changes, snapshot_id=live.id,
+                                                  at=live.fetched_at,
+                                                  registry_date=(live.last_update_posted or date)[:10])
+                return Recorded(nct_id=p.nct_id, snapshot_id=snap.id, first=before is None, stored=True,
+                                changes=rows)
+        except IntegrityError:
+            # Another backfill stored this version first: nothing twice.
+            return Recorded(nct_id=p.nct_id, snapshot_id=None, first=False, stored=False, raced=True)
+        except OperationalError as e:
+            raise StoreError(f"database error while storing {p.nct_id} version {version}: {e.orig}") from None
 
     def trial(self, nct_id: str) -> Trial | None:
         with self.session() as s:
@@ -792,6 +965,24 @@ def _put_blobs(s: Session, blobs: dict[str, tuple[bytes, int]], *, stored: set[s
         s.execute(insert(Blob), rows)
         return
     s.execute(insert(Blob).on_conflict_do_nothing(index_elements=["hash"]), rows)
+
+
+def seam_diff(old: dict, new: dict, *, ignore: Sequence[str] = ()) -> list[Change]:
+    """``diff`` across the seam between a registry version (legacy HTML-like text, only
+    ``protocolSection`` and ``hasResults``) and a live record (Markdown, every section): only
+    the sections both carry, and text compared by its words (``markup.plain``)."""
+    from .markup import plain_record
+
+    common = set(old) & set(new)
+    o = plain_record({k: v for k, v in old.items() if k in common})
+    n = plain_record({k: v for k, v in new.items() if k in common})
+    return diff(o, n, ignore=tuple(ignore))
+
+
+def _day_start(date: str) -> dt.datetime:
+    """A registry date (``YYYY``, ``YYYY-MM`` or ``YYYY-MM-DD``) as naive UTC midnight."""
+    parts = [int(x) for x in date[:10].split("-")] + [1, 1]
+    return dt.datetime(parts[0], parts[1], parts[2])
 
 
 def _remember_alias(s: Session, alias: str, nct_id: str) -> None:

@@ -215,9 +215,12 @@ class Web:
         latest = self.store.latest_record(nct)
         snaps, changes = self.store.history(nct)
         summary = rec.summary(latest) if latest else None
+        from .history import timeline
+
         return self.render(request, "trial.html", nct=nct, row=row, summary=summary,
                            site_groups=_site_groups(summary.sites) if summary else [],
-                           changes=list(reversed(changes)), status_runs=_status_runs(snaps, row))
+                           changes=list(reversed(changes)), status_runs=_status_runs(snaps, row),
+                           timeline=timeline(self.store, nct))
 
     def search(self, request: "Request", form: Any) -> "Response":
         """A saved search: the trials it matches now, and who joined or left it, newest first."""
