@@ -163,3 +163,13 @@ def test_usage_errors_cost_no_request(run, api):
 def test_an_unknown_trial_exits_3(run):
     code, out, err = run("alternatives", "NCT00000042")
     assert code == 3 and out == ""
+
+
+def test_a_trial_whose_record_names_no_condition_says_so_and_searches_nothing(run, api):
+    r = trial("NCT90000021", status="TERMINATED")
+    r["protocolSection"]["conditionsModule"] = {}
+    api.put(r)
+    code, out, err = run("alternatives", "NCT90000021")
+    assert code == 0, err
+    assert "names no condition" in out
+    assert [p for _, p, _ in api.requests] == ["/api/v2/studies/NCT90000021"]

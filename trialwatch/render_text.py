@@ -199,6 +199,8 @@ def alternatives_report(res: Any) -> str:
     out = [f"Alternatives to {res.nct_id}"
            + (f" near {one_line(res.place.label)}, within {res.within_miles:g} mi" if res.place else ""),
            f"  Note: {NOTICE}"]
+    if not res.query.conditions:
+        out.append("  The trial's record names no condition, so there is nothing to search for.")
     if res.condition_only:
         out.append("  No recruiting trial of a similar intervention was found; listed by condition only.")
     out.append("")
