@@ -9,8 +9,13 @@ Serves ``/api/v2/version``, ``/api/v2/studies/{id}`` and ``/api/v2/studies`` fro
 in memory, on 127.0.0.1 in a background thread, with the real API's quirks that trialwatch
 relies on: case-insensitive ids with optional leading zeros, 301 for alias ids, plain-text
 400/404 bodies, opaque page tokens that are only valid with the same parameters, and faults on
-demand (``fail_next``). It is a stand-in, not a search engine: queries are a case-insensitive
-"every word appears" match, and only the parameters trialwatch sends are implemented.
+demand (``fail_next``). It is a stand-in, not a search engine: a query (``query.cond``,
+``query.intr``, ``query.term``, ``query.spons``) is a small subset of Essie: alternatives joined
+by ``OR``, each a case-insensitive "every word appears" match where a "quoted phrase" must appear
+as whole words (a plural "s" does not count); ``query.cond`` searches conditions, keywords and
+MeSH condition terms, ``query.intr`` intervention names and other names. ``filter.advanced`` takes
+``AREA[LastUpdatePostDate]RANGE[...]`` and ``AREA[StudyType]VALUE``, joined by ``AND``. Only the
+parameters trialwatch sends are implemented.
 
     with StandIn(records) as api:
         client = Client(api.base_url)
@@ -38,6 +43,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 _NCT_RE = re.compile(r"^NCT0*([1-9]\d{0,7})$", re.IGNORECASE)
 _RANGE_RE = re.compile(r"^AREA\[LastUpdatePostDate\]RANGE\[(MIN|\d{4}(?:-\d{2}){0,2}),\s*(MAX|\d{4}(?:-\d{2}){0,2})\]$")
+_STUDY_TYPE_RE = re.compile(r"^AREA\[StudyType\]\s*([A-Z_]+)$")
 _GEO_RE = re.compile(r"^distance\(\s*(-?[\d.]+)\s*,\s*(-?[\d.]+)\s*,\s*([\d.]+)\s*(mi|km)?\s*\)$", re.IGNORECASE)
 
 STATUSES = frozenset({
@@ -83,7 +89,8 @@ def _get(node, *path, default=None):
 class _Entry:
     """One record with what every request needs precomputed: bytes and search text."""
 
-    __slots__ = ("nct_id", "record", "body", "cond", "intr", "term", "spons", "status", "updated", "geo")
+    __slots__ = ("nct_id", "record", "body", "cond", "intr", "term", "spons", "status", "updated", "geo",
+                 "study_type")
 
     def __init__(self, record: dict) -> None:
         ps = record.get("protocolSection", {})
@@ -94,16 +101,21 @@ class _Entry:
         self.body = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
         conditions = _get(ps, "conditionsModule", "conditions", default=[]) or []
         keywords = _get(ps, "conditionsModule", "keywords", default=[]) or []
-        interventions = [i.get("name", "") for i in _get(ps, "armsInterventionsModule", "interventions", default=[]) or []]
+        interventions = []
+        for i in _get(ps, "armsInterventionsModule", "interventions", default=[]) or []:
+            interventions += [i.get("name", "")] + list(i.get("otherNames") or [])
+        meshes = [m.get("term", "") for m in _get(record, "derivedSection", "conditionBrowseModule", "meshes",
+                                                  default=[]) or []]
         sponsors = [_get(ps, "sponsorCollaboratorsModule", "leadSponsor", "name", default="") or ""]
         sponsors += [c.get("name", "") for c in _get(ps, "sponsorCollaboratorsModule", "collaborators", default=[]) or []]
         titles = [_get(ps, "identificationModule", k, default="") or "" for k in ("briefTitle", "officialTitle", "acronym")]
         summary = _get(ps, "descriptionModule", "briefSummary", default="") or ""
-        self.cond = " ".join(conditions + keywords).lower()
+        self.cond = " ".join(conditions + keywords + meshes).lower()
         self.intr = " ".join(interventions).lower()
         self.spons = " ".join(sponsors).lower()
         self.term = " ".join([self.nct_id, *titles, summary, self.cond, self.intr, self.spons]).lower()
         self.status = _get(ps, "statusModule", "overallStatus")
+        self.study_type = _get(ps, "designModule", "studyType")
         self.updated = _get(ps, "statusModule", "lastUpdatePostDateStruct", "date", default="") or ""
         self.geo = [(loc["geoPoint"]["lat"], loc["geoPoint"]["lon"])
                     for loc in _get(ps, "contactsLocationsModule", "locations", default=[]) or []
@@ -370,22 +382,30 @@ class StandIn:
         for param, attr in (("query.cond", "cond"), ("query.intr", "intr"), ("query.term", "term"),
                             ("query.spons", "spons")):
             if query.get(param):
-                words = query[param].lower().split()
-                tests.append(lambda e, a=attr, w=words: all(x in getattr(e, a) for x in w))
+                alternatives = _essie(query[param])
+                tests.append(lambda e, a=attr, alts=alternatives: any(_matches(getattr(e, a), alt) for alt in alts))
         if query.get("filter.overallStatus"):
             wanted = {s.strip().upper() for s in re.split(r"[,|]", query["filter.overallStatus"]) if s.strip()}
             bad = sorted(wanted - STATUSES)
             if bad:
                 raise _BadRequest(f"Invalid value in parameter `overallStatus`: {bad[0]}")
             tests.append(lambda e, w=wanted: e.status in w)
-        if query.get("filter.advanced"):
-            m = _RANGE_RE.match(query["filter.advanced"].strip())
-            if not m:
+        for part in re.split(r"\s+AND\s+", query.get("filter.advanced", "").strip()):
+            if not part:
+                continue
+            m = _RANGE_RE.match(part)
+            t = _STUDY_TYPE_RE.match(part)
+            if m:
+                lo, hi = m.group(1), m.group(2)
+                tests.append(lambda e, lo=lo, hi=hi: bool(e.updated) and (lo == "MIN" or e.updated >= lo)
+                             and (hi == "MAX" or e.updated[:len(hi)] <= hi))
+            elif t:
+                study_type = t.group(1)
+                tests.append(lambda e, v=study_type: e.study_type == v)
+            else:
                 raise _BadRequest("the trialwatch stand-in supports only filter.advanced="
-                                  "AREA[LastUpdatePostDate]RANGE[YYYY-MM-DD,MAX]")
-            lo, hi = m.group(1), m.group(2)
-            tests.append(lambda e, lo=lo, hi=hi: bool(e.updated) and (lo == "MIN" or e.updated >= lo)
-                         and (hi == "MAX" or e.updated[:len(hi)] <= hi))
+                                  "AREA[LastUpdatePostDate]RANGE[YYYY-MM-DD,MAX] and AREA[StudyType]VALUE, "
+                                  "joined by AND")
         if query.get("filter.geo"):
             m = _GEO_RE.match(query["filter.geo"].strip())
             if not m:
@@ -394,6 +414,32 @@ class StandIn:
             km = dist if (m.group(4) or "mi").lower() == "km" else dist * 1.609344
             tests.append(lambda e: any(_km(lat, lon, a, b) <= km for a, b in e.geo))
         return [e for e in candidates if all(t(e) for t in tests)]
+
+
+def _essie(expr: str) -> list[list[tuple[str, str]]]:
+    """``"a b" OR c d`` -> [[("phrase", "a b")], [("word", "c"), ("word", "d")]]; parentheses
+    are ignored, AND is implied between the terms of one alternative."""
+    out = []
+    for alt in re.split(r"\s+OR\s+", expr.replace("(", " ").replace(")", " ").strip()):
+        terms = [("phrase", m.group(1).lower()) if m.group(1) is not None else ("word", m.group(2).lower())
+                 for m in re.finditer(r'"([^"]*)"|(\S+)', alt) if m.group(0) != "AND"]
+        if terms:
+            out.append(terms)
+    return out
+
+
+def _stem(text: str) -> str:
+    return " ".join(w[:-1] if len(w) > 3 and w.endswith("s") else w
+                    for w in re.sub(r"[^a-z0-9]+", " ", text.lower()).split())
+
+
+def _matches(text: str, terms: list[tuple[str, str]]) -> bool:
+    for kind, value in terms:
+        if kind == "word" and value not in text:
+            return False
+        if kind == "phrase" and f" {_stem(value)} " not in f" {_stem(text)} ":
+            return False
+    return True
 
 
 def _text(status: int, message: str) -> tuple[int, dict[str, str], bytes]:

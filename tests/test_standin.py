@@ -38,6 +38,7 @@ def variant(nct: str, *, status="RECRUITING", condition="Amyotrophic Lateral Scl
     ps["statusModule"]["overallStatus"] = status
     ps["statusModule"]["lastUpdatePostDateStruct"]["date"] = updated
     ps["conditionsModule"] = {"conditions": [condition]}
+    r.get("derivedSection", {}).pop("conditionBrowseModule", None)  # its MeSH terms name the old condition
     ps["sponsorCollaboratorsModule"]["leadSponsor"]["name"] = sponsor
     ps["armsInterventionsModule"]["interventions"][0]["name"] = intervention
     ps["contactsLocationsModule"]["locations"][0]["geoPoint"] = {"lat": geo[0], "lon": geo[1]}
@@ -203,6 +204,28 @@ def test_queries_and_filters_narrow_the_listing(api, http):
     assert q(**{"filter.geo": "distance(44.0,-92.5,50mi)"}) == ["NCT03268603"]
     assert http.get("studies", params={"filter.overallStatus": "OPEN"}).status_code == 400
     assert http.get("studies", params={"filter.advanced": "AREA[Phase]PHASE2"}).status_code == 400
+
+
+def test_essie_subset_or_phrases_mesh_terms_and_study_type(api, http):
+    api.put(variant("NCT00000002", intervention="Allogeneic mesenchymal stem cells"))
+    api.put(variant("NCT00000003", intervention="Mesenchymal stromal cell secretome", condition="Motor Neuron Disease"))
+    ea = variant("NCT00000004", status="AVAILABLE")
+    ea["protocolSection"]["designModule"]["studyType"] = "EXPANDED_ACCESS"
+    api.put(ea)
+    q = lambda **p: sorted(ids_of(http.get("studies", params=p).json()))  # noqa: E731
+    # a quoted phrase matches whole words, a plural "s" aside; OR joins alternatives
+    assert q(**{"query.intr": '"mesenchymal stem cells"'}) == ["NCT00000002"]
+    assert q(**{"query.intr": '"mesenchymal stromal cells"'}) == ["NCT00000003", "NCT00000004", "NCT03268603"]
+    assert q(**{"query.intr": '"stem mesenchymal"'}) == []  # words in another order
+    assert q(**{"query.intr": '"mesenchymal stem cells" OR secretome'}) == ["NCT00000002", "NCT00000003"]
+    # query.cond reads the MeSH condition terms as well (the fixture's derivedSection)
+    api.put(variant("NCT00000005", condition="ALS, motor neuron"))
+    assert q(**{"query.cond": '"amyotrophic lateral sclerosis"'}) == ["NCT00000002", "NCT00000004", "NCT03268603"]
+    assert q(**{"filter.advanced": "AREA[StudyType]EXPANDED_ACCESS"}) == ["NCT00000004"]
+    assert q(**{"filter.advanced": "AREA[StudyType]EXPANDED_ACCESS AND "
+                                   "AREA[LastUpdatePostDate]RANGE[2026-01-01,MAX]"}) == []
+    assert http.get("studies", params={"filter.advanced": "AREA[StudyType]EXPANDED_ACCESS OR AREA[Phase]PHASE2"}
+                    ).status_code == 400
 
 
 def test_requests_are_recorded_and_can_be_reset(api, http):

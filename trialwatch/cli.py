@@ -342,6 +342,60 @@ def _iso(t: Any) -> str | None:
     return t.isoformat() + "Z" if t is not None else None
 
 
+# -- alternatives -------------------------------------------------------------------------------
+
+@cli.command()
+@click.argument("nct_id")
+@click.option("--near", metavar="PLACE",
+              help="Only trials with a site within --within miles of PLACE, nearest open site "
+                   "shown: lat,lon, a US ZIP code, or a city ('Rochester, MN').")
+@click.option("--within", "within", type=click.FloatRange(min=1, max=12500), default=None, metavar="MILES",
+              help="Radius of --near in miles (default 500).")
+@click.option("--limit", type=click.IntRange(min=1), default=10, show_default=True, metavar="N",
+              help="How many recruiting alternatives to list.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One object: nct_id, notice, alternatives [...], expanded_access [...], requests.")
+@pass_ctx
+def alternatives(c: Context, nct_id: str, near: str | None, within: float | None, limit: int,
+                 as_json: bool) -> None:
+    """Recruiting trials of the same condition and a similar intervention, and expanded access.
+
+    Found by ClinicalTrials.gov's own search (query.cond, query.intr, filter.overallStatus, and
+    filter.geo with --near): a starting point, not a recommendation or an eligibility judgement.
+    Each --json alternative has: nct_id, title, status, phases, why, url, nearest_site; each
+    expanded_access entry: nct_id, title, status, why, url (the trial's own first).
+    """
+    from .alternatives import DEFAULT_WITHIN_MILES, find
+    from .ctgov import Client
+    from .record import normalize_nct
+
+    nct = normalize_nct(nct_id)
+    if within is not None and near is None:
+        raise UsageError("--within is the radius around --near PLACE, so it needs --near",
+                         hint="e.g. 'trialwatch alternatives NCT03268603 --near 55905 --within 300'.")
+    place = None
+    if near is not None:  # before any request: a place that does not resolve costs nothing
+        from .places import resolve
+
+        place = resolve(near)
+    canonical = c.store.resolve_alias(nct)
+    record = c.store.latest_record(canonical)
+    with Client.from_config(c.config.ctgov) as client:
+        fetched = 0
+        if record is None:  # not watched: read it live (not stored: this command only reads)
+            record = client.study(nct).record
+            fetched = client.stats.requests
+        result = find(client, record, place, limit=limit,
+                      within_miles=within if within is not None else DEFAULT_WITHIN_MILES)
+        result.requests += fetched
+    if as_json:
+        _emit_json(result.to_dict())
+        return
+    from .render_text import alternatives_report
+
+    click.echo(alternatives_report(result))
+
+
 # -- db -----------------------------------------------------------------------------------------
 
 @cli.group()

@@ -208,3 +208,46 @@ def history_report(nct: str, snaps: list, changes: list, timeline: Any = None) -
             out.append(f"  {_when(ch.detected_at)}")
             out.extend(change_line(ch))
     return "\n".join(out)
+
+
+def alternatives_report(res: Any) -> str:
+    """The terminal report of ``trialwatch alternatives``: the notice first, then each entry
+    with why it is listed, its link and (with a place) its nearest open site."""
+    from .alternatives import NOTICE
+    from .referral import site_line
+
+    out = [f"Alternatives to {res.nct_id}"
+           + (f" near {one_line(res.place.label)}, within {res.within_miles:g} mi" if res.place else ""),
+           f"  Note: {NOTICE}"]
+    if not res.query.conditions:
+        out.append("  The trial's record names no condition, so there is nothing to search for.")
+    if res.condition_only:
+        out.append("  No recruiting trial of a similar intervention was found; listed by condition only.")
+    out.append("")
+    if res.alternatives:
+        out.append(f"Recruiting now ({len(res.alternatives)}):")
+        for i, a in enumerate(res.alternatives, 1):
+            phases = f" · {words(a.phases)}" if a.phases else ""
+            out.append(f"  {i:>2}. {a.nct_id}  {one_line(a.title)}")
+            out.append(f"      {words(a.status)}{phases} — {one_line(a.why)}")
+            if a.nearest_site is not None:
+                out.append(f"      nearest open site: {one_line(site_line(a.nearest_site))}")
+            elif res.place is not None:
+                out.append("      nearest open site: none with coordinates on the record")
+            out.append(f"      {a.url}")
+    else:
+        out.append("Recruiting now: none found by the registry's search"
+                   + (" within that distance." if res.place else "."))
+    out.append("")
+    if res.expanded_access:
+        out.append(f"Expanded access ({len(res.expanded_access)}):")
+        for e in res.expanded_access:
+            out.append(f"   - {e.nct_id}  {one_line(e.title) if e.title else '(title not in the search results)'}")
+            out.append(f"      {words(e.status)} — {one_line(e.why)}")
+            out.append(f"      {e.url}")
+    else:
+        out.append("Expanded access: no available expanded-access record found for this condition and intervention.")
+    out.append("")
+    out.append(f"({res.requests} request{'s' if res.requests != 1 else ''} to ClinicalTrials.gov)")
+    return "\n".join(out)
+
