@@ -292,7 +292,8 @@ def poll(c: Context, force: bool, no_send: bool, as_json: bool) -> None:
     c.sync_subscribers()
     if not no_send and c.config.subscribers:
         c.config.secret_key()  # fail at start, not after the poll, when mail cannot be signed
-    report = run_poll(c.store, c.config, force=force, send=not no_send)
+    report = _poll_until_signalled(lambda stop: run_poll(c.store, c.config, force=force,
+                                                         send=not no_send, stop=stop))
     if as_json:
         _emit_json(report.to_dict())
     else:
@@ -315,6 +316,30 @@ def poll(c: Context, force: bool, no_send: bool, as_json: bool) -> None:
 
         raise MailError(f"mail could not be sent: {report.mail_error}" if report.mail_error else
                         f"{report.emails_failed} message(s) could not be delivered; see 'trialwatch send'")
+
+
+def _poll_until_signalled(fn):  # noqa: ANN001, ANN202
+    """Run ``fn(stop)`` with SIGTERM and SIGINT setting ``stop``: the poll ends at its next step
+    boundary and releases the poll lock on the way out, instead of dying with it held."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        return fn(stop)
+
+    def on_signal(signum: int, _frame) -> None:  # noqa: ANN001
+        if stop.is_set():  # a second signal: stop now (the finally blocks still release the lock)
+            raise KeyboardInterrupt
+        log.warning("received %s: stopping at the next step", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return fn(stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @cli.command()

@@ -118,31 +118,31 @@ def watched_ids(store: "Store", config: "Config") -> list[str]:
 def poll(store: "Store", config: "Config", *, client: "Client | None" = None, force: bool = False,
          send: bool = True, stop: threading.Event | None = None) -> PollReport:
     """Run one cycle and return its report. Takes the database poll lock; raises LockHeld
-    when another poller holds it."""
-    import os
-    import socket
-
+    when another poller holds it. A lock whose holder is dead (a killed poll on this host, or
+    one anywhere that stopped renewing its lease) is taken over at once."""
     from .errors import LockHeld
+    from .lease import LEASE_S, Heartbeat, holder_is_dead, make_holder
 
-    holder = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
-    if not store.acquire_lock(LOCK_NAME, holder, ttl_s=3600):
+    holder = make_holder()
+    if not store.acquire_lock(LOCK_NAME, holder, ttl_s=LEASE_S, is_dead=holder_is_dead):
         other = store.lock_holder(LOCK_NAME)
         raise LockHeld(f"another poll holds the lock ({other.holder if other else 'unknown'}, "
                        f"until {other.lease_until if other else '?'} UTC)")
     try:
-        return _poll_locked(store, config, client=client, force=force, send=send,
-                            stop=stop or threading.Event(),
-                            renew=lambda: store.acquire_lock(LOCK_NAME, holder, ttl_s=3600))
+        with Heartbeat(store, LOCK_NAME, holder) as beat:
+            return _poll_locked(store, config, client=client, force=force, send=send,
+                                stop=stop or threading.Event(), renew=beat.renew, lost=beat.lost)
     finally:
         store.release_lock(LOCK_NAME, holder)
 
 
-def _poll_locked(store, config, *, client, force, send, stop, renew) -> PollReport:  # noqa: ANN001
+def _poll_locked(store, config, *, client, force, send, stop, renew, lost) -> PollReport:  # noqa: ANN001
     from .ctgov import Client
     from .store import Poll, utcnow
 
     own_client = client is None
-    client = client or Client.from_config(config.ctgov)
+    # Our own client's waits (throttle, backoff, Retry-After) end at a stop request.
+    client = client or Client.from_config(config.ctgov, sleep=_stoppable_sleep(stop))
     report = PollReport()
     start_requests, start_bytes = client.stats.requests, client.stats.bytes_received
     with store.session() as s, s.begin():
@@ -150,7 +150,7 @@ def _poll_locked(store, config, *, client, force, send, stop, renew) -> PollRepo
         s.add(row)
         s.flush()
         report.poll_id = row.id
-    cycle = _Cycle(store, config, client, report, stop, renew)
+    cycle = _Cycle(store, config, client, report, stop, renew, lost)
     lease_lost = False
     try:
         cycle.run(force=force)
@@ -219,28 +219,40 @@ def _send(store: "Store", config: "Config", report: PollReport) -> None:
     report.emails_failed = len(res.failed)
 
 
+def _stoppable_sleep(stop: threading.Event):  # noqa: ANN202
+    def sleep(seconds: float) -> None:
+        if stop.wait(seconds):
+            raise Stopped()
+
+    return sleep
+
+
 class _Cycle:
-    def __init__(self, store, config, client, report, stop, renew) -> None:  # noqa: ANN001
+    def __init__(self, store, config, client, report, stop, renew, lost) -> None:  # noqa: ANN001
         self.store = store
         self.config = config
         self.client = client
         self.report = report
         self.stop = stop
         self.renew = renew
+        self.lost = lost                 # set by the heartbeat when another poller took the lock
         self.done: set[str] = set()      # fetched (and stored) in this cycle
         self.changed: set[str] = set()
         self.links: dict[str, str] = {}  # record received -> the expanded-access record it names
         self.renewed_at = time.monotonic()  # the lease was just taken
 
     def checkpoint(self) -> None:
+        from .lease import RENEW_S
+
         if self.stop.is_set():
             raise Stopped()
-        # Renew the hour-long lease once a minute, not at every batch: each renewal is a write.
+        # The heartbeat renews the short lease in the background; a step boundary also renews
+        # when a beat is due, and stops the poll once the lock is someone else's.
         now = time.monotonic()
-        if now - self.renewed_at >= 60:
-            if not self.renew():
-                raise LeaseLost("lost the poll lock (its lease expired and another poller took it); "
-                                "stopped so that two polls do not run at once")
+        if self.lost.is_set() or (now - self.renewed_at >= RENEW_S and not self.renew()):
+            raise LeaseLost("lost the poll lock (its lease expired and another poller took it); "
+                            "stopped so that two polls do not run at once")
+        if now - self.renewed_at >= RENEW_S:
             self.renewed_at = now
 
     def run(self, *, force: bool) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -589,9 +589,12 @@ class Store:
             s.execute(update(Trial).where(Trial.nct_id.in_(ids)).values(last_checked_at=at or utcnow()))
 
     # -- the poll lock ------------------------------------------------------------------------
-    def acquire_lock(self, name: str, holder: str, ttl_s: float) -> bool:
-        """Take (or renew) the named lease if it is free, expired or already ours. Atomic on
-        SQLite and PostgreSQL: an INSERT that collides falls back to a conditional UPDATE."""
+    def acquire_lock(self, name: str, holder: str, ttl_s: float,
+                     is_dead: "Callable[[str], bool] | None" = None) -> bool:
+        """Take (or renew) the named lease if it is free, expired or already ours, or when
+        ``is_dead(current holder)`` says its holder is gone (a killed poll on this host).
+        Atomic on SQLite and PostgreSQL: an INSERT that collides falls back to a conditional
+        UPDATE; a takeover only replaces the very holder that was found dead."""
         now = utcnow()
         until = now + dt.timedelta(seconds=ttl_s)
         try:
@@ -604,6 +607,23 @@ class Store:
             res = s.execute(update(Lock).where(Lock.name == name)
                             .where((Lock.lease_until < now) | (Lock.holder == holder))
                             .values(holder=holder, lease_until=until))
+            if res.rowcount == 1:
+                return True
+            if is_dead is None:
+                return False
+            current = s.scalar(select(Lock.holder).where(Lock.name == name))
+            if current is None or not is_dead(current):
+                return False
+            res = s.execute(update(Lock).where(Lock.name == name, Lock.holder == current)
+                            .values(holder=holder, lease_until=until))
+            return res.rowcount == 1
+
+    def renew_lock(self, name: str, holder: str, ttl_s: float) -> bool:
+        """Extend our own lease; False when another holder has the lock now."""
+        until = utcnow() + dt.timedelta(seconds=ttl_s)
+        with self.session() as s, s.begin():
+            res = s.execute(update(Lock).where(Lock.name == name, Lock.holder == holder)
+                            .values(lease_until=until))
             return res.rowcount == 1
 
     def release_lock(self, name: str, holder: str) -> None:
