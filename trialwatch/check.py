@@ -27,6 +27,7 @@ class CheckResult:
     recorded: "Recorded | None" = None
     error: TrialwatchError | None = None
     changes: list = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # malformed fields, stored as unknown
 
     def to_dict(self) -> dict[str, Any]:
         """The stable JSON object of ``trialwatch check --json`` (documented in the README)."""
@@ -89,9 +90,15 @@ def store_and_summarize(store: "Store", config: "Config", raw: dict, requested: 
     from .record import nct_of, summary
 
     recorded = store.record_fetch(raw, requested_id=requested, ignore=config.ignore)
+    if recorded.error is not None:
+        from .errors import CtgovBadResponse
+
+        return CheckResult(nct_id=nct_of(raw), requested_id=requested, error=CtgovBadResponse(
+            f"{nct_of(raw)}: the record from ClinicalTrials.gov was {recorded.error}",
+            hint="The other trials were stored; this one is tried again on the next check or poll."))
     changes = sorted(recorded.changes, key=lambda c: -c.rank)
     return CheckResult(nct_id=nct_of(raw), requested_id=requested, summary=summary(raw),
-                       recorded=recorded, changes=changes)
+                       recorded=recorded, changes=changes, problems=list(recorded.problems))
 
 
 def fetch_records(store: "Store", client: "Client",

@@ -134,6 +134,8 @@ def check(c: Context, nct_ids: tuple[str, ...], as_json: bool) -> None:
             if len(results) > 1:  # a lone trial's error is reported once, below
                 click.echo(f"error: {res.nct_id}: {res.error.message}", err=True)
             continue
+        for problem in res.problems:
+            click.echo(f"warning: {res.nct_id}: {problem}", err=True)
         if as_json:
             _emit_json(res.to_dict())
         else:

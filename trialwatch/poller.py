@@ -154,7 +154,9 @@ def _poll_locked(store, config, *, client, force, send, stop, renew, lost) -> Po
     lease_lost = False
     try:
         cycle.run(force=force)
-        report.complete = not report.errors
+        # Malformed fields stored as unknown are reported but the record is stored; a record
+        # that could not be stored at all leaves the poll incomplete, so it is fetched again.
+        report.complete = not cycle.unstored
     except LeaseLost as e:
         lease_lost = True
         report.errors.append(str(e))
@@ -238,6 +240,7 @@ class _Cycle:
         self.lost = lost                 # set by the heartbeat when another poller took the lock
         self.done: set[str] = set()      # fetched (and stored) in this cycle
         self.changed: set[str] = set()
+        self.unstored: set[str] = set()  # received but refused by the store (reported in errors)
         self.links: dict[str, str] = {}  # record received -> the expanded-access record it names
         self.renewed_at = time.monotonic()  # the lease was just taken
 
@@ -333,6 +336,14 @@ class _Cycle:
         from .record import get, nct_of, normalize_nct
 
         nct = nct_of(raw)
+        # One bad record is reported by its NCT number, and never stops the others.
+        for problem in rec.problems:
+            self._report(nct, problem)
+        if rec.error is not None:
+            self._report(nct, rec.error)
+            self.unstored.add(nct)
+            self.done.add(nct)  # not asked for again in this cycle: it would fail the same way
+            return nct
         ea = get(raw, "protocolSection.statusModule.expandedAccessInfo.nctId")
         if ea:
             try:
@@ -347,6 +358,12 @@ class _Cycle:
             self.report.trials_changed += 1
         self.report.changes += len(rec.changes)
         return nct
+
+    def _report(self, nct: str, what: str) -> None:
+        entry = f"{nct}: {what}"
+        if entry not in self.report.errors:
+            self.report.errors.append(entry)
+            log.warning("%s", entry)
 
     def _fetch(self, ids: list[str], *, since: dt.date | None) -> None:
         """Batched fetch of ``ids``. Without ``since`` every id must come back; one that does

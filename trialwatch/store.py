@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from . import record as rec
 from .diff import SEVERITY_RANK, Change, diff
 from .errors import StoreError
 
+log = logging.getLogger("trialwatch.store")
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
@@ -403,36 +405,70 @@ class Store:
                        ignore: Sequence[str] = (), requested_ids: Sequence[str | None] | None = None,
                        linked_from: str | None = None) -> list["Recorded"]:
         """``record_fetch`` for a batch (a page of ``filter.ids`` results) in ONE transaction:
-        every record is checked before anything is written, and the batch's trials and latest
-        snapshots are read in two queries instead of two per record.
+        the batch's trials and latest snapshots are read in two queries instead of two per record.
 
-        When another writer appended to one of these chains first (the UNIQUE(nct_id, seq)
-        collision), the batch is rolled back and each record stored on its own, once more if it
-        collides again: the same content is then a no-op, different content a version of its
-        own. Nothing is dropped."""
-        preps = [_Prepared.of(r) for r in records]  # raises before any write
-        requested = list(requested_ids) if requested_ids is not None else [None] * len(preps)
+        One record never spoils the others. When the batch fails (another writer appended to
+        one of these chains first, the UNIQUE(nct_id, seq) collision; or a record the database
+        or the diff refuses), it is rolled back and each record is stored in a transaction of
+        its own, a collision once more: the same content is then a no-op, different content a
+        version of its own. A record that still cannot be stored comes back with ``error`` set
+        (nothing of it written); the others are stored with their changes and mail. Only a
+        database that is unavailable (OperationalError) stops the whole batch."""
+        requested = list(requested_ids) if requested_ids is not None else [None] * len(records)
         at = fetched_at or utcnow()
-        if not preps:
-            return []
-        try:
-            return self._store_batch(preps, requested, at, ignore, linked_from)
-        except IntegrityError:
-            pass
-        out: list[Recorded] = []
-        for prep, req in zip(preps, requested):
+        out: list[Recorded | None] = [None] * len(records)
+        preps: list[tuple[int, _Prepared]] = []
+        for i, r in enumerate(records):
             try:
-                (res,) = self._store_batch([prep], [req], at, ignore, linked_from)
-            except IntegrityError:
-                try:
-                    (res,) = self._store_batch([prep], [req], at, ignore, linked_from)
-                except IntegrityError as e:
-                    raise StoreError(f"could not store {prep.nct_id}: the database refused it twice "
-                                     f"({e.orig})", hint="Another trialwatch may be writing the same "
-                                     "trial; try again.") from None
-            res.raced = True
-            out.append(res)
-        return out
+                preps.append((i, _Prepared.of(r)))
+            except StoreError:
+                raise  # not a study record at all: the caller passed garbage, before any write
+            except Exception as e:  # noqa: BLE001 - one unreadable record is reported, not fatal
+                out[i] = Recorded(nct_id=_nct_or_unknown(r), snapshot_id=None, first=False, stored=False,
+                                  error=f"not stored: {_reason(e)}")
+        if not preps:
+            return out  # type: ignore[return-value]
+        try:
+            done = self._store_batch([p for _, p in preps], [requested[i] for i, _ in preps], at, ignore,
+                                     linked_from)
+        except StoreError:
+            raise
+        except Exception as e:  # noqa: BLE001 - retried record by record below
+            raced = isinstance(e, IntegrityError)
+            if not raced:
+                log.warning("a batch of %d records could not be stored together (%s); storing them one by one",
+                            len(preps), _reason(e))
+            done = None
+        for n, (i, prep) in enumerate(preps):
+            if done is not None:
+                res = done[n]
+            else:
+                res = self._store_alone(prep, requested[i], at, ignore, linked_from, raced=raced)
+            res.problems = list(prep.problems)
+            out[i] = res
+        return out  # type: ignore[return-value]
+
+    def _store_alone(self, prep: "_Prepared", requested: str | None, at: dt.datetime,
+                     ignore: Sequence[str], linked_from: str | None, *, raced: bool) -> "Recorded":
+        """One record in its own transaction; a collision with another writer is tried once
+        more. Whatever else it raises is its own failure, reported in ``error``."""
+        for attempt in (1, 2):
+            try:
+                (res,) = self._store_batch([prep], [requested], at, ignore, linked_from)
+                res.raced = raced or attempt == 2
+                return res
+            except StoreError:
+                raise
+            except IntegrityError as e:
+                if attempt == 2:
+                    return Recorded(nct_id=prep.nct_id, snapshot_id=None, first=False, stored=False,
+                                    error=f"not stored: the database refused it twice ({_reason(e)}); "
+                                          "another trialwatch may be writing the same trial")
+            except Exception as e:  # noqa: BLE001 - this record's own problem; the others go on
+                log.warning("%s could not be stored", prep.nct_id, exc_info=True)
+                return Recorded(nct_id=prep.nct_id, snapshot_id=None, first=False, stored=False,
+                                error=f"not stored: {_reason(e)}")
+        raise AssertionError("unreachable")
 
     def _store_batch(self, preps: list["_Prepared"], requested: list[str | None], at: dt.datetime,
                      ignore: Sequence[str], linked_from: str | None) -> list["Recorded"]:
@@ -507,9 +543,10 @@ class Store:
     def _add_changes(self, s: Session, nct_id: str, changes: list[Change], *,
                      snapshot_id: int | None, at: dt.datetime,
                      search: str | None = None) -> list[ChangeRow]:
-        rows = [ChangeRow(nct_id=nct_id, snapshot_id=snapshot_id, search=search, field=c.field,
-                          label=c.label, old=_json(c.old), new=_json(c.new), detail=c.detail,
-                          site=c.site, severity=c.severity, detected_at=at) for c in changes]
+        # Labels, details and generic field paths come from record text: bounded and NUL-free.
+        rows = [ChangeRow(nct_id=nct_id, snapshot_id=snapshot_id, search=search, field=_text(c.field)[:_FIELD_MAX],
+                          label=_text(c.label), old=_json(c.old), new=_json(c.new), detail=_text(c.detail),
+                          site=_text(c.site), severity=c.severity, detected_at=at) for c in changes]
         if not rows:
             return rows
         s.add_all(rows)
@@ -806,13 +843,30 @@ def _remember_alias(s: Session, alias: str, nct_id: str) -> None:
         row.nct_id = nct_id
 
 
+def _nct_or_unknown(record: Any) -> str:
+    try:
+        return rec.nct_of(record)
+    except Exception:  # noqa: BLE001 - only for the message
+        return "(a record without a readable NCT number)"
+
+
+def _reason(e: BaseException) -> str:
+    """An error in one line: the driver's message for a database error, without the SQL."""
+    orig = getattr(e, "orig", None)
+    text = str(orig if orig is not None else (getattr(e, "message", None) or e))
+    text = " ".join(text.split())
+    return f"{type(orig or e).__name__}: {text[:300]}"
+
+
 def _json(value: Any) -> str | None:
     return None if value is None else json.dumps(value, ensure_ascii=False, sort_keys=True)
 
 
 @dataclass
 class _Prepared:
-    """A fetched record made ready to store, outside any transaction."""
+    """A fetched record made ready to store, outside any transaction. The columns taken from
+    it are checked here: record text is untrusted, and one malformed field must neither reach
+    the database (a type or size it refuses would fail the whole transaction) nor go unsaid."""
 
     nct_id: str
     canon: dict
@@ -821,6 +875,7 @@ class _Prepared:
     status: str | None
     title: str | None
     last_update_posted: str | None
+    problems: list[str] = field(default_factory=list)  # what was wrong, said once per fetch
 
     @classmethod
     def of(cls, record: dict) -> "_Prepared":
@@ -830,11 +885,83 @@ class _Prepared:
             raise StoreError("refusing to store a body that is not a study record")
         canon = rec.canonical(record)
         body = rec.canonical_json(canon)
+        problems: list[str] = []
         return cls(nct_id=rec.nct_of(record), canon=canon, body=body,
                    digest=hashlib.sha256(body).hexdigest(),
-                   status=rec.get(canon, "protocolSection.statusModule.overallStatus"),
-                   title=rec.get(canon, "protocolSection.identificationModule.briefTitle"),
-                   last_update_posted=rec.get(record, "protocolSection.statusModule.lastUpdatePostDateStruct.date"))
+                   status=_status_column(rec.get(canon, "protocolSection.statusModule.overallStatus"), problems),
+                   title=_title_column(rec.get(canon, "protocolSection.identificationModule.briefTitle"), problems),
+                   last_update_posted=_date_column(
+                       rec.get(record, "protocolSection.statusModule.lastUpdatePostDateStruct.date"), problems),
+                   problems=problems)
+
+
+# Column sizes of the values taken from a record (trials.overall_status, snapshots.*).
+_STATUS_MAX = 32
+_TITLE_MAX = 1000  # the registry caps brief titles at 300 characters
+_FIELD_MAX = 200   # changes.field
+
+
+def _shown(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=True, default=str)
+    return repr(text[:40] + "…") if len(text) > 40 else repr(text)
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", bool: "a boolean", int: "a number",
+            float: "a number"}.get(type(value), type(value).__name__)
+
+
+def _status_column(value: Any, problems: list[str]) -> str | None:
+    """An enum as the API spells them (RECRUITING, ...): upper case and underscores, short.
+    Anything else is stored as unknown (the full record still keeps what was sent)."""
+    import re
+
+    if value is None:
+        return None
+    if isinstance(value, str) and len(value) <= _STATUS_MAX and re.fullmatch(r"[A-Z][A-Z0-9_]*", value):
+        return value
+    what = f"{_kind(value)}" if not isinstance(value, str) else f"{_shown(value)}"
+    problems.append(f"overallStatus is {what}, not a status; stored as unknown")
+    return None
+
+
+def _title_column(value: Any, problems: list[str]) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        problems.append(f"briefTitle is {_kind(value)}, not text; stored without a title")
+        return None
+    value = _text(value)
+    if len(value) > _TITLE_MAX:
+        problems.append(f"briefTitle is {len(value)} characters long; stored cut to {_TITLE_MAX}")
+        value = value[:_TITLE_MAX]
+    return value
+
+
+def _date_column(value: Any, problems: list[str]) -> str | None:
+    """``YYYY``, ``YYYY-MM`` or ``YYYY-MM-DD``; an ISO date-time is read as its date (leniently:
+    ``2026-11-30T00:00:00.000Z`` is 2026-11-30). Anything else is stored as unknown."""
+    import re
+
+    if value is None:
+        return None
+    if isinstance(value, str):
+        m = re.match(r"(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?(?:$|[T ])", value.strip())
+        if m:
+            y, mo, d = m.groups()
+            try:
+                dt.date(int(y), int(mo or 1), int(d or 1))
+                return "-".join(x for x in (y, mo, d) if x)
+            except ValueError:
+                pass
+    problems.append(f"lastUpdatePostDate is {_shown(value) if isinstance(value, str) else _kind(value)}, "
+                    "not a date; stored as unknown")
+    return None
+
+
+def _text(value: str | None) -> str | None:
+    """PostgreSQL text cannot hold NUL; SQLite would, but both should store the same."""
+    return value.replace("\x00", "") if value and "\x00" in value else value
 
 
 @dataclass
@@ -850,6 +977,10 @@ class Recorded:
     previous_fetched_at: dt.datetime | None = None
     previous_checked_at: dt.datetime | None = None
     raced: bool = False
+    # Fields of the record that were malformed and stored as unknown (the record was stored).
+    problems: list[str] = field(default_factory=list)
+    # Why the record could NOT be stored (nothing of it was written); None when it was.
+    error: str | None = None
 
 
 def open_store(url: str, *, create: bool = True) -> Store:
