@@ -288,9 +288,33 @@ def make_engine(url: str) -> Engine:
                 # apply); IMMEDIATE takes the write lock up front and waits its turn instead.
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
         else:
-            engine = create_engine(url, pool_pre_ping=True)
+            engine = _postgresql_engine(url)
     except (SQLAlchemyError, ImportError, ValueError) as e:
         raise StoreError(f"cannot use database {_safe_url(url)}: {e}") from None
+    return engine
+
+
+# A database that accepts connections but never answers must not hang a caller forever: a
+# connection gives up after CONNECT_TIMEOUT_S, a statement after STATEMENT_TIMEOUT_S (unless
+# the URL sets its own). SQLite's equivalent is the busy timeout (30 s) above.
+CONNECT_TIMEOUT_S = 10
+STATEMENT_TIMEOUT_S = 120
+
+
+def _postgresql_engine(url: str) -> Engine:
+    from sqlalchemy.engine import make_url
+
+    query = make_url(url).query
+    connect_args = {} if "connect_timeout" in query else {"connect_timeout": CONNECT_TIMEOUT_S}
+    engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+    if "statement_timeout" not in str(query.get("options", "")):
+        @event.listens_for(engine, "connect")
+        def _statement_timeout(dbapi_conn, _record):  # noqa: ANN001
+            # Set per connection, not in the URL's `options`, which may carry a search_path.
+            with dbapi_conn.cursor() as cur:
+                cur.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_S * 1000}")
+            dbapi_conn.commit()
+
     return engine
 
 
