@@ -705,3 +705,20 @@ def test_the_store_is_opened_once_by_concurrent_first_requests(cfg, db, monkeypa
         for t in threads:
             t.join()
     assert len(opened) == 1
+
+
+def test_pages_are_served_while_a_poll_holds_the_write_lock(client, db, record):
+    # SQLite has one writer at a time. A page only reads: it must read the last committed state
+    # instead of queueing for the write lock behind a poll's transaction (before: each read
+    # began IMMEDIATE and waited up to the 30 s busy timeout, then failed with a 503).
+    from trialwatch.store import Trial
+
+    db.record_fetch(record(WATCHED))
+    with db.session() as writer, writer.begin():
+        writer.add(Trial(nct_id="NCT09999998", title="being written"))
+        writer.flush()  # the write lock is now held, uncommitted
+        assert client.get("/").status_code == 200
+        page = client.get(f"/trials/{WATCHED}")
+        assert page.status_code == 200 and WATCHED in page.text
+        assert client.get("/healthz").json()["database"] == "ok"
+        assert db.trial("NCT09999998") is None  # the uncommitted write is not seen

@@ -286,7 +286,12 @@ def make_engine(url: str) -> Engine:
                 # A deferred transaction that reads and then writes fails at once with
                 # SQLITE_BUSY when another writer got in between (the busy timeout does not
                 # apply); IMMEDIATE takes the write lock up front and waits its turn instead.
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                # Reads only (a Store session without an explicit begin()) stay DEFERRED: in
+                # WAL mode they read a snapshot and never wait on, or hold up, the writer.
+                if conn.get_execution_options().get(_READ_ONLY):
+                    conn.exec_driver_sql("BEGIN")
+                else:
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
         else:
             engine = _postgresql_engine(url)
     except (SQLAlchemyError, ImportError, ValueError) as e:
@@ -403,12 +408,35 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
     return before, current_revision(engine)
 
 
+_READ_ONLY = "trialwatch_read_only"
+# Records stored per write transaction: a changed record costs ~10 ms of diff and compression
+# inside it, so 20 hold SQLite's single write lock for a fraction of a second.
+WRITE_CHUNK = 20
+
+
+class _Session(Session):
+    """A session that reads until told to write. It starts on a read bind (SQLite: a DEFERRED
+    transaction, which never waits for the write lock), and an explicit ``begin()`` (every
+    write in trialwatch is ``with store.session() as s, s.begin():``) moves it to the write
+    bind first (SQLite: BEGIN IMMEDIATE). Writing without begin() would still work, but on
+    SQLite could meet SQLITE_BUSY at once instead of waiting its turn: writes use begin()."""
+
+    def begin(self, nested: bool = False):  # noqa: ANN201
+        if not nested and self._writer is not None and not self.in_transaction():
+            self.bind = self._writer
+        return super().begin(nested=nested)
+
+    _writer: Engine | None = None
+
+
 class Store:
     """The database, opened. Cheap methods over short transactions."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.sessions = sessionmaker(engine, expire_on_commit=False)
+        writer = type("_WriteSession", (_Session,), {"_writer": engine})
+        self.sessions = sessionmaker(engine.execution_options(**{_READ_ONLY: True}),
+                                     class_=writer, expire_on_commit=False)
 
     def session(self) -> Session:
         return self.sessions()
@@ -428,8 +456,10 @@ class Store:
     def record_fetches(self, records: Sequence[dict], *, fetched_at: dt.datetime | None = None,
                        ignore: Sequence[str] = (), requested_ids: Sequence[str | None] | None = None,
                        linked_from: str | None = None) -> list["Recorded"]:
-        """``record_fetch`` for a batch (a page of ``filter.ids`` results) in ONE transaction:
-        the batch's trials and latest snapshots are read in two queries instead of two per record.
+        """``record_fetch`` for a batch (a page of ``filter.ids`` results), in transactions of
+        ``WRITE_CHUNK`` records: each chunk's trials and latest snapshots are read in two
+        queries instead of two per record, and no transaction holds the write lock for long
+        (a web page's write waits behind at most one chunk, not a whole page of 100).
 
         One record never spoils the others. When the batch fails (another writer appended to
         one of these chains first, the UNIQUE(nct_id, seq) collision; or a record the database
@@ -450,26 +480,27 @@ class Store:
             except Exception as e:  # noqa: BLE001 - one unreadable record is reported, not fatal
                 out[i] = Recorded(nct_id=_nct_or_unknown(r), snapshot_id=None, first=False, stored=False,
                                   error=f"not stored: {_reason(e)}")
-        if not preps:
-            return out  # type: ignore[return-value]
-        try:
-            done = self._store_batch([p for _, p in preps], [requested[i] for i, _ in preps], at, ignore,
-                                     linked_from)
-        except StoreError:
-            raise
-        except Exception as e:  # noqa: BLE001 - retried record by record below
-            raced = isinstance(e, IntegrityError)
-            if not raced:
-                log.warning("a batch of %d records could not be stored together (%s); storing them one by one",
-                            len(preps), _reason(e))
-            done = None
-        for n, (i, prep) in enumerate(preps):
-            if done is not None:
-                res = done[n]
-            else:
-                res = self._store_alone(prep, requested[i], at, ignore, linked_from, raced=raced)
-            res.problems = list(prep.problems)
-            out[i] = res
+        for start in range(0, len(preps), WRITE_CHUNK):
+            chunk = preps[start:start + WRITE_CHUNK]
+            raced = False
+            try:
+                done = self._store_batch([p for _, p in chunk], [requested[i] for i, _ in chunk], at, ignore,
+                                         linked_from)
+            except StoreError:
+                raise
+            except Exception as e:  # noqa: BLE001 - retried record by record below
+                raced = isinstance(e, IntegrityError)
+                if not raced:
+                    log.warning("%d records could not be stored together (%s); storing them one by one",
+                                len(chunk), _reason(e))
+                done = None
+            for n, (i, prep) in enumerate(chunk):
+                if done is not None:
+                    res = done[n]
+                else:
+                    res = self._store_alone(prep, requested[i], at, ignore, linked_from, raced=raced)
+                res.problems = list(prep.problems)
+                out[i] = res
         return out  # type: ignore[return-value]
 
     def _store_alone(self, prep: "_Prepared", requested: str | None, at: dt.datetime,
@@ -658,6 +689,13 @@ class Store:
         UPDATE; a takeover only replaces the very holder that was found dead."""
         now = utcnow()
         until = now + dt.timedelta(seconds=ttl_s)
+        with self.session() as s:
+            # A read first: a poll that finds a live holder (the common case when several are
+            # started at once) then takes no write lock at all, which pages would wait behind.
+            held = s.execute(select(Lock.holder, Lock.lease_until).where(Lock.name == name)).first()
+        if held is not None and held.lease_until >= now and held.holder != holder \
+                and (is_dead is None or not is_dead(held.holder)):
+            return False
         try:
             with self.session() as s, s.begin():
                 s.add(Lock(name=name, holder=holder, lease_until=until))
