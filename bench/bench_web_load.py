@@ -134,7 +134,7 @@ def main() -> int:
 
     records = clones(args.n)
     ids = ids_of(records)
-    with tempfile.TemporaryDirectory(prefix="tw-webload-") as tmp, \
+    with tempfile.TemporaryDirectory(prefix="tw-webload-", ignore_cleanup_errors=True) as tmp, \
             StandIn(records, data_timestamp="2026-11-24T09:00:05") as api:
         workdir = Path(tmp)
         database = args.database or f"sqlite:///{workdir / 'trialwatch.db'}"
@@ -188,7 +188,8 @@ def main() -> int:
             stop.set()
             server.terminate()
             server.wait(timeout=30)
-        time.sleep(0.5)
+            for w in workers if "workers" in locals() else []:
+                w.join(timeout=120)  # a poll still running writes into the folder being removed
 
     ms = lambda v: round(v * 1000, 1)  # noqa: E731
     result = {

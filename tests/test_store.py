@@ -268,3 +268,27 @@ def test_a_read_session_never_takes_the_write_lock(store, record):
         assert store.latest_record("NCT03934567") is not None
         assert store.trial("NCT09999998") is None
     assert store.trial("NCT09999998") is not None
+
+
+def test_work_prepared_before_the_write_lock_is_not_used_once_another_writer_moved_the_chain(store, record, monkeypatch):
+    # Diffs and compression are computed before the write transaction. If another writer
+    # appended a version in between, they are stale: the change must be against the winner's.
+    store.record_fetch(record("NCT03934567"))
+    winner = record("NCT03934567")
+    winner["protocolSection"]["statusModule"]["overallStatus"] = "RECRUITING"
+    ours = record("NCT03934567")
+    ours["protocolSection"]["statusModule"]["overallStatus"] = "SUSPENDED"
+    real = st.Store._prework
+
+    def then_another_writer(self, preps, ignore):
+        work = real(self, preps, ignore)
+        monkeypatch.setattr(st.Store, "_prework", real)
+        store.record_fetch(winner)
+        return work
+
+    monkeypatch.setattr(st.Store, "_prework", then_another_writer)
+    res = store.record_fetch(ours)
+    assert res.stored
+    assert [(c.field, c.old_value, c.new_value) for c in res.changes] == [
+        ("overall_status", "RECRUITING", "SUSPENDED")]
+    assert counts(store)["snapshots"] == 3

@@ -529,6 +529,8 @@ class Store:
                      ignore: Sequence[str], linked_from: str | None) -> list["Recorded"]:
         ids = list({p.nct_id for p in preps})
         try:
+            # The costly part (split, compression, diff) before the write lock, not under it.
+            work = self._prework(preps, ignore)
             with self.session() as s, s.begin():
                 trials = {t.nct_id: t for t in s.scalars(select(Trial).where(Trial.nct_id.in_(ids)))}
                 newest = select(Snapshot.nct_id, func.max(Snapshot.seq).label("seq")) \
@@ -537,14 +539,54 @@ class Store:
                     newest, (Snapshot.nct_id == newest.c.nct_id) & (Snapshot.seq == newest.c.seq)))}
                 # Flushes happen where this code asks for them, not before every query.
                 with s.no_autoflush:
-                    return [self._store_one(s, p, req, at, ignore, linked_from, trials, latest)
+                    return [self._store_one(s, p, req, at, ignore, linked_from, trials, latest,
+                                            work.get(p.nct_id))
                             for p, req in zip(preps, requested)]
         except OperationalError as e:
             raise StoreError(f"database error while storing {', '.join(ids[:3])}: {e.orig}") from None
 
+    def _prework(self, preps: list["_Prepared"], ignore: Sequence[str]) -> dict[str, "_Work"]:
+        """For each record whose content differs from its trial's latest snapshot: its new
+        blobs, compressed, and its changes, computed in a read transaction (which on SQLite
+        takes no lock) so the write transaction that follows only inserts. Valid only while
+        the trial's latest snapshot stays the one read here; ``_store_one`` checks that."""
+        counts: dict[str, int] = {}
+        for p in preps:
+            counts[p.nct_id] = counts.get(p.nct_id, 0) + 1
+        ids = [i for i, n in counts.items() if n == 1]  # a repeated id depends on its own first copy
+        if not ids:
+            return {}
+        out: dict[str, _Work] = {}
+        with self.session() as s:
+            newest = select(Snapshot.nct_id, func.max(Snapshot.seq).label("seq")) \
+                .where(Snapshot.nct_id.in_(ids)).group_by(Snapshot.nct_id).subquery()
+            latest = {x.nct_id: (x.id, x.blob_hash) for x in s.execute(
+                select(Snapshot.nct_id, Snapshot.id, Snapshot.blob_hash).join(
+                    newest, (Snapshot.nct_id == newest.c.nct_id) & (Snapshot.seq == newest.c.seq)))}
+            for p in preps:
+                if p.nct_id not in counts or counts[p.nct_id] != 1:
+                    continue
+                latest_id, latest_hash = latest.get(p.nct_id, (None, None))
+                if latest_hash == p.digest:
+                    continue  # unchanged: nothing costly to do
+                values: dict[str, Any] = {}
+                blobs = _split(p.canon, p.digest, raw_size=len(p.body), values=values)
+                old_manifest = _read_blob(s, latest_hash) if latest_hash is not None else None
+                old_parts = set(_part_hashes(old_manifest)) if old_manifest is not None else set()
+                changes: list[Change] = []
+                if old_manifest is not None:
+                    old = _join(old_manifest, _part_loader(s, old_parts - values.keys(), values))
+                    changes = diff(old, p.canon, ignore=tuple(ignore), assume_canonical=True)
+                new = {h: b for h, b in blobs.items() if h not in old_parts}
+                have = set(s.scalars(select(Blob.hash).where(Blob.hash.in_(list(new))))) if new else set()
+                rows = [{"hash": h, "body": zlib.compress(b, 9), "raw_size": n}
+                        for h, (b, n) in new.items() if h not in have]
+                out[p.nct_id] = _Work(latest_id=latest_id, blob_rows=rows, changes=changes)
+        return out
+
     def _store_one(self, s: Session, p: "_Prepared", requested_id: str | None, at: dt.datetime,
                    ignore: Sequence[str], linked_from: str | None, trials: dict[str, Trial],
-                   latest_by_id: dict[str, Snapshot]) -> "Recorded":
+                   latest_by_id: dict[str, Snapshot], work: "_Work | None" = None) -> "Recorded":
         trial = trials.get(p.nct_id)
         if trial is None:
             trial = trials[p.nct_id] = Trial(nct_id=p.nct_id, first_seen_at=at, linked_from=linked_from)
@@ -562,6 +604,21 @@ class Store:
             return Recorded(nct_id=p.nct_id, snapshot_id=latest.id, first=False, stored=False,
                             changes=[], previous_fetched_at=latest.fetched_at,
                             previous_checked_at=previous_checked_at)
+        if work is not None and work.latest_id == (latest.id if latest is not None else None):
+            # Prepared before the write lock against this very latest snapshot: only inserts.
+            _insert_blobs(s, work.blob_rows)
+            snap = Snapshot(nct_id=p.nct_id, seq=(latest.seq + 1) if latest else 1, blob_hash=p.digest,
+                            fetched_at=at, overall_status=p.status, last_update_posted=p.last_update_posted)
+            s.add(snap)
+            s.flush()
+            latest_by_id[p.nct_id] = snap
+            if latest is not None:
+                trial.last_changed_at = at
+            rows = self._add_changes(s, p.nct_id, work.changes, snapshot_id=snap.id, at=at)
+            return Recorded(nct_id=p.nct_id, snapshot_id=snap.id, first=latest is None, stored=True,
+                            changes=rows, previous_fetched_at=latest.fetched_at if latest else None,
+                            previous_checked_at=previous_checked_at)
+        # Another writer moved the chain since (or nothing was prepared): all of it here.
         values: dict[str, Any] = {}
         blobs = _split(p.canon, p.digest, raw_size=len(p.body), values=values)
         old_manifest = _read_blob(s, latest.blob_hash) if latest is not None else None
@@ -883,6 +940,10 @@ def _put_blobs(s: Session, blobs: dict[str, tuple[bytes, int]], *, stored: set[s
     have = set(s.scalars(select(Blob.hash).where(Blob.hash.in_(list(blobs)))))
     rows = [{"hash": h, "body": zlib.compress(b, 9), "raw_size": n}
             for h, (b, n) in blobs.items() if h not in have]
+    _insert_blobs(s, rows)
+
+
+def _insert_blobs(s: Session, rows: list[dict]) -> None:
     if not rows:
         return
     dialect = s.get_bind().dialect.name
@@ -1024,6 +1085,15 @@ def _date_column(value: Any, problems: list[str]) -> str | None:
 def _text(value: str | None) -> str | None:
     """PostgreSQL text cannot hold NUL; SQLite would, but both should store the same."""
     return value.replace("\x00", "") if value and "\x00" in value else value
+
+
+@dataclass
+class _Work:
+    """What ``_prework`` computed for one changed record, against snapshot ``latest_id``."""
+
+    latest_id: int | None
+    blob_rows: list[dict]
+    changes: list[Change]
 
 
 @dataclass
