@@ -381,7 +381,8 @@ def current_revision(engine: Engine) -> str | None:
     """The database's migration stamp, or None for a database trialwatch never touched."""
     from sqlalchemy import inspect, text
 
-    with engine.connect() as conn:
+    # A read: every command (each poll, too) asks this at start; it must not take SQLite's write lock.
+    with engine.execution_options(**{_READ_ONLY: True}).connect() as conn:
         if not inspect(conn).has_table("alembic_version"):
             return None
         return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
