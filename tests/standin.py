@@ -113,7 +113,9 @@ class _Entry:
         self.cond = " ".join(conditions + keywords + meshes).lower()
         self.intr = " ".join(interventions).lower()
         self.spons = " ".join(sponsors).lower()
-        self.term = " ".join([self.nct_id, *titles, summary, self.cond, self.intr, self.spons]).lower()
+        # Malformed records (an object where text belongs) are served as they are, for fault tests.
+        words = [w if isinstance(w, str) else json.dumps(w) for w in (*titles, summary)]
+        self.term = " ".join([self.nct_id, *words, self.cond, self.intr, self.spons]).lower()
         self.status = _get(ps, "statusModule", "overallStatus")
         self.study_type = _get(ps, "designModule", "studyType")
         self.updated = _get(ps, "statusModule", "lastUpdatePostDateStruct", "date", default="") or ""

@@ -128,11 +128,27 @@ def test_a_key_given_twice_is_an_error_naming_both_lines():
         cfg.loads("ctgov:\n  timeout_s: 5\n  timeout_s: 10\n", source="c.yaml")
 
 
-def test_yaml_merge_keys_are_not_duplicates():
+def test_yaml_aliases_and_merge_keys_are_refused_naming_the_line():
+    # An alias is how a 1 KB file becomes gigabytes (below); a config has no need of one.
     text = ("subscribers:\n  - &s {email: a@example.org, trials: [NCT03268603]}\n"
             "  - {<<: *s, email: b@example.org}\n")
-    c = cfg.loads(text)
-    assert [s.email for s in c.subscribers] == ["a@example.org", "b@example.org"]
+    with pytest.raises(ConfigError, match=r"c.yaml:3: YAML aliases \(\*name\) are not allowed; "
+                                          r"the value anchored on line 2"):
+        cfg.loads(text, source="c.yaml")
+    with pytest.raises(ConfigError, match=r"c.yaml:2: YAML aliases"):
+        cfg.loads("trials: &t [NCT03268603]\nignore: *t\n", source="c.yaml")
+    # An anchor nobody refers to expands nothing, and is harmless.
+    assert cfg.loads("trials: &t [NCT03268603]\n").trials == ["NCT03268603"]
+
+
+def test_a_yaml_alias_bomb_is_refused_before_it_expands():
+    # Nine levels of nine aliases each: 387 million strings once expanded (the 1.68 GB of the
+    # fault report). Refused at the first alias, having expanded nothing.
+    lines = ['  l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"  l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 10)]
+    text = "trials: []\nsearches:\n" + "\n".join(lines) + "\n"
+    with pytest.raises(ConfigError, match=r"bomb.yaml:\d+: YAML aliases"):
+        cfg.loads(text, source="bomb.yaml")
 
 
 @pytest.mark.parametrize("schedule", ["61 10 * * *", "30 25 * * *", "30 10 * * mon-xyz"])

@@ -508,3 +508,56 @@ def test_a_quick_retry_that_succeeds_returns_the_record(respx_client):
     route = router.get("/studies/NCT03268603").mock(side_effect=[_dns_failure, httpx.Response(200, json=study("NCT03268603"))])
     assert client.study("NCT03268603").nct_id == "NCT03268603"
     assert route.call_count == 2
+
+
+# -- bounded bodies ----------------------------------------------------------------------------
+
+def streamed(chunks_sent: list, chunk: bytes, n: int, headers: dict | None = None) -> callable:
+    """A 200 whose body is ``n`` chunks produced on demand, counting how many were produced."""
+    def body():
+        for _ in range(n):
+            chunks_sent.append(1)
+            yield chunk
+
+    return lambda req: httpx.Response(200, content=body(), headers={"Content-Type": "application/json",
+                                                                     **(headers or {})})
+
+
+def test_an_oversized_record_is_refused_while_streaming_and_not_retried(client_for):
+    # A 400 MB body used to be read whole (896 MB RSS). Now reading stops at the cap.
+    sent: list = []
+    script = Script(streamed(sent, b" " * 1024 * 1024, 400))
+    c = client_for(script, max_retries=3)
+    with pytest.raises(CtgovBadResponse, match=r"too large.*cap is 16 MB, ctgov.max_record_mb"):
+        c.study("NCT03268603")
+    assert len(script.requests) == 1          # the same request would get the same body
+    assert 16 <= len(sent) <= 18              # stopped just past the cap, not at 400 MB
+
+
+def test_an_announced_oversized_body_is_refused_before_it_is_read(client_for):
+    sent: list = []
+    script = Script(streamed(sent, b"{}", 1, headers={"Content-Length": str(500 * 1024 * 1024)}))
+    with pytest.raises(CtgovBadResponse, match="too large"):
+        client_for(script).study("NCT03268603")
+    assert sent == []
+
+
+def test_a_listing_page_has_its_own_larger_cap(client_for):
+    page = {"studies": [study(f"NCT0000000{i}", briefTitle="x" * 3000) for i in range(1, 6)]}
+    size = len(json.dumps(page))
+    # Larger than a record may be, smaller than a page may be: read.
+    c = client_for(Script(ok(page)), max_record_bytes=size // 2, max_page_bytes=size * 2)
+    assert len(list(c.studies([f"NCT0000000{i}" for i in range(1, 6)]))) == 5
+    c = client_for(Script(ok(page)), max_record_bytes=size * 2, max_page_bytes=size // 2)
+    with pytest.raises(CtgovBadResponse, match="ctgov.max_page_mb"):
+        list(c.studies([f"NCT0000000{i}" for i in range(1, 6)]))
+
+
+def test_the_caps_are_config_keys_with_defaults():
+    from trialwatch.config import loads
+
+    assert (CtgovConfig().max_record_mb, CtgovConfig().max_page_mb) == (16, 64)
+    cfg = loads("ctgov: {max_record_mb: 2, max_page_mb: 8}\n").ctgov
+    c = Client.from_config(cfg)
+    assert (c.max_record_bytes, c.max_page_bytes) == (2 * 1024 * 1024, 8 * 1024 * 1024)
+    c.close()

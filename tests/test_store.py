@@ -229,3 +229,67 @@ def test_a_writer_that_loses_the_race_with_different_content_stores_its_version_
     assert [(c.field, c.old_value, c.new_value) for c in res.changes] == [
         ("overall_status", "RECRUITING", "SUSPENDED")]
     assert counts(store)["snapshots"] == 3
+
+
+def test_a_batch_is_written_in_short_transactions(store, monkeypatch):
+    # A page of 100 changed records held SQLite's only write lock for over a second, and every
+    # sign-up waited behind it. Each write transaction now carries at most WRITE_CHUNK records.
+    from sqlalchemy import event
+
+    from corpus import clones
+
+    records = clones(45)
+    per_commit: list[int] = []
+    pending = [0]
+
+    @event.listens_for(store.engine, "before_cursor_execute")
+    def count(conn, cursor, statement, params, context, executemany):  # noqa: ANN001
+        if statement.startswith("INSERT INTO snapshots"):
+            pending[0] += 1
+
+    @event.listens_for(store.engine, "commit")
+    def commit(conn):  # noqa: ANN001
+        per_commit.append(pending[0])
+        pending[0] = 0
+
+    results = store.record_fetches(records)
+    assert all(r.stored for r in results) and counts(store)["snapshots"] == 45
+    written = [n for n in per_commit if n]
+    assert sum(written) == 45 and max(written) <= st.WRITE_CHUNK < 45
+
+
+def test_a_read_session_never_takes_the_write_lock(store, record):
+    # Reads see the last committed state while a writer holds the lock (SQLite: DEFERRED, not
+    # IMMEDIATE; PostgreSQL: MVCC), so a slow write never stalls a page.
+    store.record_fetch(record("NCT03934567"))
+    with store.session() as writer, writer.begin():
+        writer.add(st.Trial(nct_id="NCT09999998"))
+        writer.flush()
+        assert store.trial("NCT03934567") is not None
+        assert store.latest_record("NCT03934567") is not None
+        assert store.trial("NCT09999998") is None
+    assert store.trial("NCT09999998") is not None
+
+
+def test_work_prepared_before_the_write_lock_is_not_used_once_another_writer_moved_the_chain(store, record, monkeypatch):
+    # Diffs and compression are computed before the write transaction. If another writer
+    # appended a version in between, they are stale: the change must be against the winner's.
+    store.record_fetch(record("NCT03934567"))
+    winner = record("NCT03934567")
+    winner["protocolSection"]["statusModule"]["overallStatus"] = "RECRUITING"
+    ours = record("NCT03934567")
+    ours["protocolSection"]["statusModule"]["overallStatus"] = "SUSPENDED"
+    real = st.Store._prework
+
+    def then_another_writer(self, preps, ignore):
+        work = real(self, preps, ignore)
+        monkeypatch.setattr(st.Store, "_prework", real)
+        store.record_fetch(winner)
+        return work
+
+    monkeypatch.setattr(st.Store, "_prework", then_another_writer)
+    res = store.record_fetch(ours)
+    assert res.stored
+    assert [(c.field, c.old_value, c.new_value) for c in res.changes] == [
+        ("overall_status", "RECRUITING", "SUSPENDED")]
+    assert counts(store)["snapshots"] == 3

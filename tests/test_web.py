@@ -575,6 +575,51 @@ def test_healthz_is_503_when_the_database_is_unreachable(cfg, tmp_path):
         assert c.get("/").status_code == 503
 
 
+@contextmanager
+def silent_server():
+    """A TCP server on 127.0.0.1 that accepts connections and never answers (a database host
+    that is up but hung). Yields its port."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    accepted: list[socket.socket] = []
+    closing = threading.Event()
+
+    def accept() -> None:
+        while not closing.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(conn)
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        closing.set()
+        listener.close()
+        for conn in accepted:
+            conn.close()
+
+
+def test_healthz_is_503_when_the_database_accepts_connections_and_never_answers(cfg):
+    pytest.importorskip("psycopg")
+    with silent_server() as port:
+        hung = cfg.model_copy(update={"database": f"postgresql+psycopg://tw@127.0.0.1:{port}/tw"})
+        with TestClient(create_app(hung)) as c:
+            started = time.monotonic()
+            page = c.get("/healthz")
+            # A hang guard, not a performance assert: before the fix this request never returned.
+            assert time.monotonic() - started < 10
+            assert page.status_code == 503 and page.json()["database"] != "ok"
+            assert page.headers["cache-control"] == "no-store"
+
+
 def test_the_app_is_built_without_touching_the_database(cfg, tmp_path):
     broken = cfg.model_copy(update={"database": f"sqlite:///{tmp_path}/no/such/dir/tw.db"})
     create_app(broken)      # opens the store on first request, not here
@@ -660,3 +705,20 @@ def test_the_store_is_opened_once_by_concurrent_first_requests(cfg, db, monkeypa
         for t in threads:
             t.join()
     assert len(opened) == 1
+
+
+def test_pages_are_served_while_a_poll_holds_the_write_lock(client, db, record):
+    # SQLite has one writer at a time. A page only reads: it must read the last committed state
+    # instead of queueing for the write lock behind a poll's transaction (before: each read
+    # began IMMEDIATE and waited up to the 30 s busy timeout, then failed with a 503).
+    from trialwatch.store import Trial
+
+    db.record_fetch(record(WATCHED))
+    with db.session() as writer, writer.begin():
+        writer.add(Trial(nct_id="NCT09999998", title="being written"))
+        writer.flush()  # the write lock is now held, uncommitted
+        assert client.get("/").status_code == 200
+        page = client.get(f"/trials/{WATCHED}")
+        assert page.status_code == 200 and WATCHED in page.text
+        assert client.get("/healthz").json()["database"] == "ok"
+        assert db.trial("NCT09999998") is None  # the uncommitted write is not seen

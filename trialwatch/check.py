@@ -35,6 +35,7 @@ class CheckResult:
     warnings: "list[RecordWarning]" = field(default_factory=list)
     criteria: "Criteria | None" = None
     nearest: "Nearest | None" = None
+    problems: list[str] = field(default_factory=list)  # malformed fields, stored as unknown
 
     def to_dict(self) -> dict[str, Any]:
         """The stable JSON object of ``trialwatch check --json`` (documented in the README)."""
@@ -129,13 +130,20 @@ def store_and_summarize(store: "Store", config: "Config", raw: dict, requested: 
     from .referral import nearest_sites, warnings
 
     recorded = store.record_fetch(raw, requested_id=requested, ignore=config.ignore)
+    if recorded.error is not None:
+        from .errors import CtgovBadResponse
+
+        return CheckResult(nct_id=nct_of(raw), requested_id=requested, error=CtgovBadResponse(
+            f"{nct_of(raw)}: the record from ClinicalTrials.gov was {recorded.error}",
+            hint="The other trials were stored; this one is tried again on the next check or poll."))
     changes = sorted(recorded.changes, key=lambda c: -c.rank)
     return CheckResult(
         nct_id=nct_of(raw), requested_id=requested, summary=summary(raw), recorded=recorded,
         changes=changes,
         warnings=warnings(raw, today or dt.datetime.now(dt.timezone.utc).date()),
         criteria=parse_criteria(get(raw, "protocolSection.eligibilityModule.eligibilityCriteria")),
-        nearest=nearest_sites(raw, near, limit) if near is not None else None)
+        nearest=nearest_sites(raw, near, limit) if near is not None else None,
+        problems=list(recorded.problems))
 
 
 def fetch_records(store: "Store", client: "Client",

@@ -152,6 +152,8 @@ def check(c: Context, nct_ids: tuple[str, ...], as_json: bool, near: str | None 
             if len(results) > 1:  # a lone trial's error is reported once, below
                 click.echo(f"error: {res.nct_id}: {res.error.message}", err=True)
             continue
+        for problem in res.problems:
+            click.echo(f"warning: {res.nct_id}: {problem}", err=True)
         if as_json:
             _emit_json(res.to_dict())
         else:
@@ -449,7 +451,8 @@ def poll(c: Context, force: bool, no_send: bool, as_json: bool) -> None:
     c.sync_subscribers()
     if not no_send and c.config.subscribers:
         c.config.secret_key()  # fail at start, not after the poll, when mail cannot be signed
-    report = run_poll(c.store, c.config, force=force, send=not no_send)
+    report = _poll_until_signalled(lambda stop: run_poll(c.store, c.config, force=force,
+                                                         send=not no_send, stop=stop))
     if as_json:
         _emit_json(report.to_dict())
     else:
@@ -476,6 +479,30 @@ def poll(c: Context, force: bool, no_send: bool, as_json: bool) -> None:
     done = "What was fetched is stored; the rest is fetched on the next poll."
     stopped.hint = failure.hint if done in failure.hint else f"{done} {failure.hint}"
     raise stopped
+
+
+def _poll_until_signalled(fn):  # noqa: ANN001, ANN202
+    """Run ``fn(stop)`` with SIGTERM and SIGINT setting ``stop``: the poll ends at its next step
+    boundary and releases the poll lock on the way out, instead of dying with it held."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        return fn(stop)
+
+    def on_signal(signum: int, _frame) -> None:  # noqa: ANN001
+        if stop.is_set():  # a second signal: stop now (the finally blocks still release the lock)
+            raise KeyboardInterrupt
+        log.warning("received %s: stopping at the next step", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return fn(stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @cli.command()

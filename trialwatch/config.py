@@ -107,6 +107,10 @@ class CtgovConfig(_Strict):
     max_retries: int = Field(5, ge=0, le=20)
     # filter.ids chunk size: keeps URLs well under common 8 KiB limits (100 ids ~ 1.2 KiB).
     batch_size: int = Field(100, ge=1, le=1000)
+    # Response bodies are refused beyond these sizes (read in chunks, never whole): one record
+    # (the largest real one is ~1.5 MB), and one page of a /studies listing.
+    max_record_mb: float = Field(16, gt=0, le=1024)
+    max_page_mb: float = Field(64, gt=0, le=4096)
 
 
 
@@ -430,27 +434,43 @@ def loads(text: str, *, source: str = "<config>") -> Config:
 
 def _refuse_duplicate_keys(node: Any, source: str) -> None:
     """PyYAML keeps the last of two equal keys without a word: a second ``trials:`` would
-    silently drop the first list of watched trials. A key given twice is refused instead."""
+    silently drop the first list of watched trials. A key given twice is refused instead.
+
+    The same walk refuses YAML aliases (``*name``, and so ``<<: *name`` merges): a node reached
+    twice is an alias. A few nested aliases expand to billions of nodes (an "alias bomb"), which
+    validation would walk; a configuration has no need of them. Composing the node tree shares
+    an aliased node rather than copying it, so this check is linear in the file's size."""
     seen_nodes: set[int] = set()
-    stack: list[tuple[Any, tuple]] = [(node, ())]
+    stack: list[tuple[Any, tuple, int]] = [(node, (), 1)]
     while stack:
-        n, path = stack.pop()
-        if n is None or id(n) in seen_nodes:  # an anchor used many times is checked once
+        n, path, used_on = stack.pop()
+        if n is None:
             continue
+        if id(n) in seen_nodes:
+            raise ConfigError(f"{source}:{used_on}: YAML aliases (*name) are not allowed; the value "
+                              f"anchored on line {n.start_mark.line + 1} is used again here",
+                              hint="Write the value out where it is needed.")
         seen_nodes.add(id(n))
+        children: list[tuple[Any, tuple, int]] = []
         if isinstance(n, yaml.MappingNode):
             first: dict[Any, int] = {}
             for k, v in n.value:
+                line = k.start_mark.line + 1
                 if isinstance(k, yaml.ScalarNode) and k.tag != "tag:yaml.org,2002:merge":
-                    line = k.start_mark.line + 1
                     if k.value in first:
                         key = ".".join(str(p) for p in path + (k.value,))
                         raise ConfigError(f"{source}:{line}: key {key!r} is given twice "
                                           f"(first on line {first[k.value]}); only one may stay")
                     first[k.value] = line
-                stack.append((v, path + (k.value if isinstance(k, yaml.ScalarNode) else "?",)))
+                else:
+                    children.append((k, path, line))
+                children.append((v, path + (k.value if isinstance(k, yaml.ScalarNode) else "?",), line))
         elif isinstance(n, yaml.SequenceNode):
-            stack.extend((v, path + (i,)) for i, v in enumerate(n.value))
+            # An alias item keeps its anchor's mark (earlier in the file): name the list's line.
+            children = [(v, path + (i,), max(v.start_mark.line, n.start_mark.line) + 1)
+                        for i, v in enumerate(n.value)]
+        # Reversed onto the stack: visited in document order, so the anchor comes before its alias.
+        stack.extend(reversed(children))
 
 
 def _line_index(node: Any, path: tuple = ()) -> dict[tuple, int]:

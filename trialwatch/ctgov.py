@@ -40,6 +40,10 @@ BACKOFF_BASE_S = 1.0
 BACKOFF_MAX_S = 60.0
 MAX_REDIRECTS = 5
 UNREACHABLE_RETRY_S = 0.5  # the one quick retry when the host cannot be resolved or refuses
+# A response body is read in chunks and refused beyond these sizes (config: ctgov.max_record_mb,
+# ctgov.max_page_mb): the largest real record is ~1.5 MB, a page of 100 a few tens of MB at most.
+MAX_RECORD_BYTES = 16 * 1024 * 1024
+MAX_PAGE_BYTES = 64 * 1024 * 1024
 _EXCERPT = 200
 
 
@@ -156,7 +160,8 @@ class Client:
                  sleep: Callable[[float], Any] = time.sleep,
                  clock: Callable[[], float] = time.monotonic,
                  user_agent: str | None = None,
-                 jitter: Callable[[], float] = random.random) -> None:
+                 jitter: Callable[[], float] = random.random,
+                 max_record_bytes: int = MAX_RECORD_BYTES, max_page_bytes: int = MAX_PAGE_BYTES) -> None:
         if requests_per_minute <= 0:
             raise ValueError("requests_per_minute must be > 0")
         if max_retries < 0:
@@ -168,6 +173,8 @@ class Client:
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self.batch_size = batch_size
+        self.max_record_bytes = max_record_bytes
+        self.max_page_bytes = max_page_bytes
         self.stats = Stats()
         self._sleep = sleep
         self._clock = clock
@@ -184,7 +191,9 @@ class Client:
     @classmethod
     def from_config(cls, cfg: "CtgovConfig", **kw: Any) -> "Client":
         return cls(cfg.base_url, requests_per_minute=cfg.requests_per_minute, timeout_s=cfg.timeout_s,
-                   max_retries=cfg.max_retries, batch_size=cfg.batch_size, **kw)
+                   max_retries=cfg.max_retries, batch_size=cfg.batch_size,
+                   max_record_bytes=int(cfg.max_record_mb * 1024 * 1024),
+                   max_page_bytes=int(cfg.max_page_mb * 1024 * 1024), **kw)
 
     def close(self) -> None:
         self._http.close()
@@ -352,22 +361,25 @@ class Client:
         url: str | httpx.URL = path
         query: dict[str, str] | None = params
         redirected = False
+        # A listing page may hold many records; anything else is one record (or less).
+        cap = self.max_page_bytes if path == "studies" else self.max_record_bytes
         for _hop in range(MAX_REDIRECTS + 1):
-            resp = self._send(url, query)
+            resp, body = self._send(url, query, cap)
             if resp.status_code in (301, 302, 303, 307, 308):
                 location = resp.headers.get("Location")
                 if not location:
                     raise CtgovBadResponse(f"GET /{path}: HTTP {resp.status_code} without a Location header")
                 url, query, redirected = resp.url.join(location), None, True
                 continue
-            return self._read(resp, path, not_found), redirected
+            return self._read(resp, body, path, not_found), redirected
         raise CtgovBadResponse(f"GET /{path}: more than {MAX_REDIRECTS} redirects")
 
-    def _send(self, url: str | httpx.URL, params: dict[str, str] | None) -> httpx.Response:
+    def _send(self, url: str | httpx.URL, params: dict[str, str] | None,
+              cap: int) -> tuple[httpx.Response, bytes]:
         self._throttle()
         self.stats.requests += 1
         try:
-            resp = self._http.get(url, params=params)
+            resp, body = self._get_capped(url, params, cap)
         except httpx.TimeoutException as e:
             raise _Retry(f"timed out after {self.timeout_s:g} s ({type(e).__name__})") from None
         except httpx.TransportError as e:  # refused, reset, dropped without a response, ...
@@ -376,8 +388,33 @@ class Client:
                 self._next_start = None  # nothing reached the server: no throttle slot was used
             raise _Retry(f"connection error: {type(e).__name__}: {e}", unreachable=unreachable) from None
         self._answered = True
-        self.stats.bytes_received += len(resp.content)
-        return resp
+        self.stats.bytes_received += len(body)
+        return resp, body
+
+    def _get_capped(self, url: str | httpx.URL, params: dict[str, str] | None,
+                    cap: int) -> tuple[httpx.Response, bytes]:
+        """GET, reading the body in chunks: one larger than ``cap`` bytes (decoded) is refused
+        as soon as it passes the cap, never read whole into memory. Not retried: the same
+        request would get the same body."""
+        with self._http.stream("GET", url, params=params) as resp:
+            declared = resp.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > cap and resp.headers.get("Content-Encoding") is None:
+                raise CtgovBadResponse(self._too_large(resp, f"{int(declared):,} bytes announced", cap))
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in resp.iter_bytes():
+                size += len(chunk)
+                if size > cap:
+                    self.stats.bytes_received += size
+                    raise CtgovBadResponse(self._too_large(resp, f"more than {cap:,} bytes", cap))
+                chunks.append(chunk)
+        return resp, b"".join(chunks)
+
+    @staticmethod
+    def _too_large(resp: httpx.Response, what: str, cap: int) -> str:
+        key = "max_page_mb" if resp.url.path.rstrip("/").endswith("/studies") else "max_record_mb"
+        return (f"ClinicalTrials.gov GET {resp.url.path} answered a body too large to read ({what}; the cap "
+                f"is {cap / 1024 / 1024:g} MB, ctgov.{key})")
 
     def _throttle(self) -> None:
         # A minimum interval between request starts: the simplest limit that is never exceeded.
@@ -387,9 +424,8 @@ class Client:
             now = self._next_start
         self._next_start = now + self.min_interval_s
 
-    def _read(self, resp: httpx.Response, path: str, not_found: str | None) -> Any:
+    def _read(self, resp: httpx.Response, body: bytes, path: str, not_found: str | None) -> Any:
         status = resp.status_code
-        body = resp.content
         if status == 200:
             ctype = resp.headers.get("Content-Type", "")
             if "html" in ctype.lower():

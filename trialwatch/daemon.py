@@ -2,8 +2,9 @@
 
 * one poll at a time (``max_instances=1``), missed runs coalesced into one;
 * the database poll lock keeps two daemons (or a daemon and a manual ``trialwatch poll``) on
-  the same database from polling at once: the one that finds it held logs that and waits for
-  the next run;
+  the same database from polling at once. A lock whose holder is dead is taken over at once
+  (same host: its PID is gone) or when its short lease runs out (any host; waited for, so a
+  dead holder never costs a slot); a live holder's run is logged and skipped until the next;
 * SIGTERM / SIGINT: the running poll stops at its next step boundary (every stored record is
   its own transaction, so nothing half-written remains), the scheduler shuts down, exit 0.
 """
@@ -41,7 +42,7 @@ class Daemon:
             return
         client = self.client()
         try:
-            poll(self.store, self.config, client=client, stop=self.stop)
+            self._poll_unless_held(lambda: poll(self.store, self.config, client=client, stop=self.stop))
         except LockHeld as e:
             log.warning("skipping this run: %s", e.message)
         except TrialwatchError as e:
@@ -50,6 +51,34 @@ class Daemon:
             log.exception("poll failed unexpectedly; the next run will try again")
         finally:
             self.polls += 1
+
+    def _poll_unless_held(self, run) -> None:  # noqa: ANN001
+        """``run()``; when the lock is held by a holder that may be dead on another host (its
+        short lease still running), wait for the lease to end and try again: a dead holder
+        never costs a scheduled slot. A holder that renews its lease meanwhile is alive, and
+        this run is skipped (LockHeld)."""
+        from .lease import LEASE_S
+        from .poller import LOCK_NAME
+        from .store import utcnow
+
+        while True:
+            try:
+                return run()
+            except LockHeld:
+                lock = self.store.lock_holder(LOCK_NAME)
+                if lock is None:
+                    continue  # released meanwhile
+                left = (lock.lease_until - utcnow()).total_seconds()
+                if left > LEASE_S + 5:
+                    raise  # a long lease (an older trialwatch's): not ours to wait out
+                log.info("the poll lock is held by %s until %s UTC; waiting to see if it renews",
+                         lock.holder, lock.lease_until)
+                if self.stop.wait(max(left, 0) + 2):
+                    return None
+                again = self.store.lock_holder(LOCK_NAME)
+                if again is not None and again.holder == lock.holder and again.lease_until > lock.lease_until:
+                    raise  # renewed: a live poll elsewhere has this slot
+                # The lease ran out (or was released): take it.
 
     def client(self):  # noqa: ANN201
         """One API client for the daemon's life: its connection pool and TLS context are

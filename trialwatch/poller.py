@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 from .errors import (
+    BadRecord,
     CtgovError,
     InvalidNctId,
     LockLost,
@@ -142,31 +143,31 @@ def watched_ids(store: "Store", config: "Config") -> list[str]:
 def poll(store: "Store", config: "Config", *, client: "Client | None" = None, force: bool = False,
          send: bool = True, stop: threading.Event | None = None) -> PollReport:
     """Run one cycle and return its report. Takes the database poll lock; raises LockHeld
-    when another poller holds it."""
-    import os
-    import socket
-
+    when another poller holds it. A lock whose holder is dead (a killed poll on this host, or
+    one anywhere that stopped renewing its lease) is taken over at once."""
     from .errors import LockHeld
+    from .lease import LEASE_S, Heartbeat, holder_is_dead, make_holder
 
-    holder = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
-    if not store.acquire_lock(LOCK_NAME, holder, ttl_s=3600):
+    holder = make_holder()
+    if not store.acquire_lock(LOCK_NAME, holder, ttl_s=LEASE_S, is_dead=holder_is_dead):
         other = store.lock_holder(LOCK_NAME)
         raise LockHeld(f"another poll holds the lock ({other.holder if other else 'unknown'}, "
                        f"until {other.lease_until if other else '?'} UTC)")
     try:
-        return _poll_locked(store, config, client=client, force=force, send=send,
-                            stop=stop or threading.Event(),
-                            renew=lambda: store.acquire_lock(LOCK_NAME, holder, ttl_s=3600))
+        with Heartbeat(store, LOCK_NAME, holder) as beat:
+            return _poll_locked(store, config, client=client, force=force, send=send,
+                                stop=stop or threading.Event(), renew=beat.renew, lost=beat.lost)
     finally:
         store.release_lock(LOCK_NAME, holder)
 
 
-def _poll_locked(store, config, *, client, force, send, stop, renew) -> PollReport:  # noqa: ANN001
+def _poll_locked(store, config, *, client, force, send, stop, renew, lost) -> PollReport:  # noqa: ANN001
     from .ctgov import Client
     from .store import Poll, utcnow
 
     own_client = client is None
-    client = client or Client.from_config(config.ctgov)
+    # Our own client's waits (throttle, backoff, Retry-After) end at a stop request.
+    client = client or Client.from_config(config.ctgov, sleep=_stoppable_sleep(stop))
     report = PollReport()
     start_requests, start_bytes = client.stats.requests, client.stats.bytes_received
     with store.session() as s, s.begin():
@@ -174,12 +175,14 @@ def _poll_locked(store, config, *, client, force, send, stop, renew) -> PollRepo
         s.add(row)
         s.flush()
         report.poll_id = row.id
-    cycle = _Cycle(store, config, client, report, stop, renew)
+    cycle = _Cycle(store, config, client, report, stop, renew, lost)
     lease_lost = False
     try:
         try:
             cycle.run(force=force)
-            report.complete = not report.errors
+            # Malformed fields stored as unknown are reported but the record is stored; a record
+            # that could not be stored at all leaves the poll incomplete, so it is fetched again.
+            report.complete = not cycle.unstored
         except LockLost as e:
             lease_lost = True
             report.errors.append(e)
@@ -266,28 +269,41 @@ def _send(store: "Store", config: "Config", report: PollReport) -> None:
         log.warning("%s", problem.message)
 
 
+def _stoppable_sleep(stop: threading.Event):  # noqa: ANN202
+    def sleep(seconds: float) -> None:
+        if stop.wait(seconds):
+            raise Stopped()
+
+    return sleep
+
+
 class _Cycle:
-    def __init__(self, store, config, client, report, stop, renew) -> None:  # noqa: ANN001
+    def __init__(self, store, config, client, report, stop, renew, lost) -> None:  # noqa: ANN001
         self.store = store
         self.config = config
         self.client = client
         self.report = report
         self.stop = stop
         self.renew = renew
+        self.lost = lost                 # set by the heartbeat when another poller took the lock
         self.done: set[str] = set()      # fetched (and stored) in this cycle
         self.changed: set[str] = set()
+        self.unstored: set[str] = set()  # received but refused by the store (reported in errors)
         self.links: dict[str, str] = {}  # record received -> the expanded-access record it names
         self.renewed_at = time.monotonic()  # the lease was just taken
 
     def checkpoint(self) -> None:
+        from .lease import RENEW_S
+
         if self.stop.is_set():
             raise Stopped()
-        # Renew the hour-long lease once a minute, not at every batch: each renewal is a write.
+        # The heartbeat renews the short lease in the background; a step boundary also renews
+        # when a beat is due, and stops the poll once the lock is someone else's.
         now = time.monotonic()
-        if now - self.renewed_at >= 60:
-            if not self.renew():
-                raise LeaseLost("lost the poll lock (its lease expired and another poller took it); "
-                                "stopped so that two polls do not run at once")
+        if self.lost.is_set() or (now - self.renewed_at >= RENEW_S and not self.renew()):
+            raise LeaseLost("lost the poll lock (its lease expired and another poller took it); "
+                            "stopped so that two polls do not run at once")
+        if now - self.renewed_at >= RENEW_S:
             self.renewed_at = now
 
     def run(self, *, force: bool) -> None:
@@ -380,6 +396,14 @@ class _Cycle:
         from .record import get, nct_of, normalize_nct
 
         nct = nct_of(raw)
+        # One bad record is reported by its NCT number, and never stops the others.
+        for problem in rec.problems:
+            self._report(nct, problem)
+        if rec.error is not None:
+            self._report(nct, rec.error)
+            self.unstored.add(nct)
+            self.done.add(nct)  # not asked for again in this cycle: it would fail the same way
+            return nct
         ea = get(raw, "protocolSection.statusModule.expandedAccessInfo.nctId")
         if ea:
             try:
@@ -394,6 +418,12 @@ class _Cycle:
             self.report.trials_changed += 1
         self.report.changes += len(rec.changes)
         return nct
+
+    def _report(self, nct: str, what: str) -> None:
+        error = BadRecord(what, nct_id=nct)
+        if all(e.describe() != error.describe() for e in self.report.errors if isinstance(e, TrialwatchError)):
+            self.report.errors.append(error)
+            log.warning("%s", error.describe())
 
     def _fetch(self, ids: list[str], *, since: dt.date | None) -> None:
         """Batched fetch of ``ids``. Without ``since`` every id must come back; one that does

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from . import record as rec
 from .diff import SEVERITY_RANK, Change, diff
 from .errors import StoreError
 
+log = logging.getLogger("trialwatch.store")
 
 
 def utcnow() -> dt.datetime:
@@ -322,11 +324,40 @@ def make_engine(url: str) -> Engine:
                 # A deferred transaction that reads and then writes fails at once with
                 # SQLITE_BUSY when another writer got in between (the busy timeout does not
                 # apply); IMMEDIATE takes the write lock up front and waits its turn instead.
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                # Reads only (a Store session without an explicit begin()) stay DEFERRED: in
+                # WAL mode they read a snapshot and never wait on, or hold up, the writer.
+                if conn.get_execution_options().get(_READ_ONLY):
+                    conn.exec_driver_sql("BEGIN")
+                else:
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
         else:
-            engine = create_engine(url, pool_pre_ping=True)
+            engine = _postgresql_engine(url)
     except (SQLAlchemyError, ImportError, ValueError) as e:
         raise StoreError(f"cannot use database {_safe_url(url)}: {e}") from None
+    return engine
+
+
+# A database that accepts connections but never answers must not hang a caller forever: a
+# connection gives up after CONNECT_TIMEOUT_S, a statement after STATEMENT_TIMEOUT_S (unless
+# the URL sets its own). SQLite's equivalent is the busy timeout (30 s) above.
+CONNECT_TIMEOUT_S = 10
+STATEMENT_TIMEOUT_S = 120
+
+
+def _postgresql_engine(url: str) -> Engine:
+    from sqlalchemy.engine import make_url
+
+    query = make_url(url).query
+    connect_args = {} if "connect_timeout" in query else {"connect_timeout": CONNECT_TIMEOUT_S}
+    engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+    if "statement_timeout" not in str(query.get("options", "")):
+        @event.listens_for(engine, "connect")
+        def _statement_timeout(dbapi_conn, _record):  # noqa: ANN001
+            # Set per connection, not in the URL's `options`, which may carry a search_path.
+            with dbapi_conn.cursor() as cur:
+                cur.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_S * 1000}")
+            dbapi_conn.commit()
+
     return engine
 
 
@@ -405,7 +436,8 @@ def current_revision(engine: Engine) -> str | None:
     """The database's migration stamp, or None for a database trialwatch never touched."""
     from sqlalchemy import inspect, text
 
-    with engine.connect() as conn:
+    # A read: every command (each poll, too) asks this at start; it must not take SQLite's write lock.
+    with engine.execution_options(**{_READ_ONLY: True}).connect() as conn:
         if not inspect(conn).has_table("alembic_version"):
             return None
         return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
@@ -432,12 +464,35 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
     return before, current_revision(engine)
 
 
+_READ_ONLY = "trialwatch_read_only"
+# Records stored per write transaction: a changed record costs ~10 ms of diff and compression
+# inside it, so 20 hold SQLite's single write lock for a fraction of a second.
+WRITE_CHUNK = 20
+
+
+class _Session(Session):
+    """A session that reads until told to write. It starts on a read bind (SQLite: a DEFERRED
+    transaction, which never waits for the write lock), and an explicit ``begin()`` (every
+    write in trialwatch is ``with store.session() as s, s.begin():``) moves it to the write
+    bind first (SQLite: BEGIN IMMEDIATE). Writing without begin() would still work, but on
+    SQLite could meet SQLITE_BUSY at once instead of waiting its turn: writes use begin()."""
+
+    def begin(self, nested: bool = False):  # noqa: ANN201
+        if not nested and self._writer is not None and not self.in_transaction():
+            self.bind = self._writer
+        return super().begin(nested=nested)
+
+    _writer: Engine | None = None
+
+
 class Store:
     """The database, opened. Cheap methods over short transactions."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.sessions = sessionmaker(engine, expire_on_commit=False)
+        writer = type("_WriteSession", (_Session,), {"_writer": engine})
+        self.sessions = sessionmaker(engine.execution_options(**{_READ_ONLY: True}),
+                                     class_=writer, expire_on_commit=False)
 
     def session(self) -> Session:
         return self.sessions()
@@ -457,42 +512,81 @@ class Store:
     def record_fetches(self, records: Sequence[dict], *, fetched_at: dt.datetime | None = None,
                        ignore: Sequence[str] = (), requested_ids: Sequence[str | None] | None = None,
                        linked_from: str | None = None) -> list["Recorded"]:
-        """``record_fetch`` for a batch (a page of ``filter.ids`` results) in ONE transaction:
-        every record is checked before anything is written, and the batch's trials and latest
-        snapshots are read in two queries instead of two per record.
+        """``record_fetch`` for a batch (a page of ``filter.ids`` results), in transactions of
+        ``WRITE_CHUNK`` records: each chunk's trials and latest snapshots are read in two
+        queries instead of two per record, and no transaction holds the write lock for long
+        (a web page's write waits behind at most one chunk, not a whole page of 100).
 
-        When another writer appended to one of these chains first (the UNIQUE(nct_id, seq)
-        collision), the batch is rolled back and each record stored on its own, once more if it
-        collides again: the same content is then a no-op, different content a version of its
-        own. Nothing is dropped."""
-        preps = [_Prepared.of(r) for r in records]  # raises before any write
-        requested = list(requested_ids) if requested_ids is not None else [None] * len(preps)
+        One record never spoils the others. When the batch fails (another writer appended to
+        one of these chains first, the UNIQUE(nct_id, seq) collision; or a record the database
+        or the diff refuses), it is rolled back and each record is stored in a transaction of
+        its own, a collision once more: the same content is then a no-op, different content a
+        version of its own. A record that still cannot be stored comes back with ``error`` set
+        (nothing of it written); the others are stored with their changes and mail. Only a
+        database that is unavailable (OperationalError) stops the whole batch."""
+        requested = list(requested_ids) if requested_ids is not None else [None] * len(records)
         at = fetched_at or utcnow()
-        if not preps:
-            return []
-        try:
-            return self._store_batch(preps, requested, at, ignore, linked_from)
-        except IntegrityError:
-            pass
-        out: list[Recorded] = []
-        for prep, req in zip(preps, requested):
+        out: list[Recorded | None] = [None] * len(records)
+        preps: list[tuple[int, _Prepared]] = []
+        for i, r in enumerate(records):
             try:
-                (res,) = self._store_batch([prep], [req], at, ignore, linked_from)
-            except IntegrityError:
-                try:
-                    (res,) = self._store_batch([prep], [req], at, ignore, linked_from)
-                except IntegrityError as e:
-                    raise StoreError(f"could not store {prep.nct_id}: the database refused it twice "
-                                     f"({e.orig})", hint="Another trialwatch may be writing the same "
-                                     "trial; try again.") from None
-            res.raced = True
-            out.append(res)
-        return out
+                preps.append((i, _Prepared.of(r)))
+            except StoreError:
+                raise  # not a study record at all: the caller passed garbage, before any write
+            except Exception as e:  # noqa: BLE001 - one unreadable record is reported, not fatal
+                out[i] = Recorded(nct_id=_nct_or_unknown(r), snapshot_id=None, first=False, stored=False,
+                                  error=f"not stored: {_reason(e)}")
+        for start in range(0, len(preps), WRITE_CHUNK):
+            chunk = preps[start:start + WRITE_CHUNK]
+            raced = False
+            try:
+                done = self._store_batch([p for _, p in chunk], [requested[i] for i, _ in chunk], at, ignore,
+                                         linked_from)
+            except StoreError:
+                raise
+            except Exception as e:  # noqa: BLE001 - retried record by record below
+                raced = isinstance(e, IntegrityError)
+                if not raced:
+                    log.warning("%d records could not be stored together (%s); storing them one by one",
+                                len(chunk), _reason(e))
+                done = None
+            for n, (i, prep) in enumerate(chunk):
+                if done is not None:
+                    res = done[n]
+                else:
+                    res = self._store_alone(prep, requested[i], at, ignore, linked_from, raced=raced)
+                res.problems = list(prep.problems)
+                out[i] = res
+        return out  # type: ignore[return-value]
+
+    def _store_alone(self, prep: "_Prepared", requested: str | None, at: dt.datetime,
+                     ignore: Sequence[str], linked_from: str | None, *, raced: bool) -> "Recorded":
+        """One record in its own transaction; a collision with another writer is tried once
+        more. Whatever else it raises is its own failure, reported in ``error``."""
+        for attempt in (1, 2):
+            try:
+                (res,) = self._store_batch([prep], [requested], at, ignore, linked_from)
+                res.raced = raced or attempt == 2
+                return res
+            except StoreError:
+                raise
+            except IntegrityError as e:
+                if attempt == 2:
+                    return Recorded(nct_id=prep.nct_id, snapshot_id=None, first=False, stored=False,
+                                    error=f"not stored: the database refused it twice ({_reason(e)}); "
+                                          "another trialwatch may be writing the same trial")
+            except Exception as e:  # noqa: BLE001 - this record's own problem; the others go on
+                log.warning("%s could not be stored", prep.nct_id, exc_info=True)
+                return Recorded(nct_id=prep.nct_id, snapshot_id=None, first=False, stored=False,
+                                error=f"not stored: {_reason(e)}")
+        raise AssertionError("unreachable")
 
     def _store_batch(self, preps: list["_Prepared"], requested: list[str | None], at: dt.datetime,
                      ignore: Sequence[str], linked_from: str | None) -> list["Recorded"]:
         ids = list({p.nct_id for p in preps})
         try:
+            # The costly part (split, compression, diff) before the write lock, not under it.
+            work = self._prework(preps, ignore)
             with self.session() as s, s.begin():
                 trials = {t.nct_id: t for t in s.scalars(select(Trial).where(Trial.nct_id.in_(ids)))}
                 newest = select(Snapshot.nct_id, func.max(Snapshot.seq).label("seq")) \
@@ -501,14 +595,54 @@ class Store:
                     newest, (Snapshot.nct_id == newest.c.nct_id) & (Snapshot.seq == newest.c.seq)))}
                 # Flushes happen where this code asks for them, not before every query.
                 with s.no_autoflush:
-                    return [self._store_one(s, p, req, at, ignore, linked_from, trials, latest)
+                    return [self._store_one(s, p, req, at, ignore, linked_from, trials, latest,
+                                            work.get(p.nct_id))
                             for p, req in zip(preps, requested)]
         except OperationalError as e:
             raise StoreError(f"database error while storing {', '.join(ids[:3])}: {e.orig}") from None
 
+    def _prework(self, preps: list["_Prepared"], ignore: Sequence[str]) -> dict[str, "_Work"]:
+        """For each record whose content differs from its trial's latest snapshot: its new
+        blobs, compressed, and its changes, computed in a read transaction (which on SQLite
+        takes no lock) so the write transaction that follows only inserts. Valid only while
+        the trial's latest snapshot stays the one read here; ``_store_one`` checks that."""
+        counts: dict[str, int] = {}
+        for p in preps:
+            counts[p.nct_id] = counts.get(p.nct_id, 0) + 1
+        ids = [i for i, n in counts.items() if n == 1]  # a repeated id depends on its own first copy
+        if not ids:
+            return {}
+        out: dict[str, _Work] = {}
+        with self.session() as s:
+            newest = select(Snapshot.nct_id, func.max(Snapshot.seq).label("seq")) \
+                .where(Snapshot.nct_id.in_(ids)).group_by(Snapshot.nct_id).subquery()
+            latest = {x.nct_id: (x.id, x.blob_hash) for x in s.execute(
+                select(Snapshot.nct_id, Snapshot.id, Snapshot.blob_hash).join(
+                    newest, (Snapshot.nct_id == newest.c.nct_id) & (Snapshot.seq == newest.c.seq)))}
+            for p in preps:
+                if p.nct_id not in counts or counts[p.nct_id] != 1:
+                    continue
+                latest_id, latest_hash = latest.get(p.nct_id, (None, None))
+                if latest_hash == p.digest:
+                    continue  # unchanged: nothing costly to do
+                values: dict[str, Any] = {}
+                blobs = _split(p.canon, p.digest, raw_size=len(p.body), values=values)
+                old_manifest = _read_blob(s, latest_hash) if latest_hash is not None else None
+                old_parts = set(_part_hashes(old_manifest)) if old_manifest is not None else set()
+                changes: list[Change] = []
+                if old_manifest is not None:
+                    old = _join(old_manifest, _part_loader(s, old_parts - values.keys(), values))
+                    changes = diff(old, p.canon, ignore=tuple(ignore), assume_canonical=True)
+                new = {h: b for h, b in blobs.items() if h not in old_parts}
+                have = set(s.scalars(select(Blob.hash).where(Blob.hash.in_(list(new))))) if new else set()
+                rows = [{"hash": h, "body": zlib.compress(b, 9), "raw_size": n}
+                        for h, (b, n) in new.items() if h not in have]
+                out[p.nct_id] = _Work(latest_id=latest_id, blob_rows=rows, changes=changes)
+        return out
+
     def _store_one(self, s: Session, p: "_Prepared", requested_id: str | None, at: dt.datetime,
                    ignore: Sequence[str], linked_from: str | None, trials: dict[str, Trial],
-                   latest_by_id: dict[str, Snapshot]) -> "Recorded":
+                   latest_by_id: dict[str, Snapshot], work: "_Work | None" = None) -> "Recorded":
         trial = trials.get(p.nct_id)
         if trial is None:
             trial = trials[p.nct_id] = Trial(nct_id=p.nct_id, first_seen_at=at, linked_from=linked_from)
@@ -526,6 +660,21 @@ class Store:
             return Recorded(nct_id=p.nct_id, snapshot_id=latest.id, first=False, stored=False,
                             changes=[], previous_fetched_at=latest.fetched_at,
                             previous_checked_at=previous_checked_at)
+        if work is not None and work.latest_id == (latest.id if latest is not None else None):
+            # Prepared before the write lock against this very latest snapshot: only inserts.
+            _insert_blobs(s, work.blob_rows)
+            snap = Snapshot(nct_id=p.nct_id, seq=(latest.seq + 1) if latest else 1, blob_hash=p.digest,
+                            fetched_at=at, overall_status=p.status, last_update_posted=p.last_update_posted)
+            s.add(snap)
+            s.flush()
+            latest_by_id[p.nct_id] = snap
+            if latest is not None:
+                trial.last_changed_at = at
+            rows = self._add_changes(s, p.nct_id, work.changes, snapshot_id=snap.id, at=at)
+            return Recorded(nct_id=p.nct_id, snapshot_id=snap.id, first=latest is None, stored=True,
+                            changes=rows, previous_fetched_at=latest.fetched_at if latest else None,
+                            previous_checked_at=previous_checked_at)
+        # Another writer moved the chain since (or nothing was prepared): all of it here.
         values: dict[str, Any] = {}
         blobs = _split(p.canon, p.digest, raw_size=len(p.body), values=values)
         old_manifest = _read_blob(s, latest.blob_hash) if latest is not None else None
@@ -568,9 +717,10 @@ class Store:
                      snapshot_id: int | None, at: dt.datetime,
                      search: str | None = None, registry_date: str | None = None) -> list[ChangeRow]:
         historical = registry_date is not None
-        rows = [ChangeRow(nct_id=nct_id, snapshot_id=snapshot_id, search=search, field=c.field,
-                          label=c.label, old=_json(c.old), new=_json(c.new), detail=c.detail,
-                          site=c.site, severity=c.severity, detected_at=at,
+        # Labels, details and generic field paths come from record text: bounded and NUL-free.
+        rows = [ChangeRow(nct_id=nct_id, snapshot_id=snapshot_id, search=search, field=_text(c.field)[:_FIELD_MAX],
+                          label=_text(c.label), old=_json(c.old), new=_json(c.new), detail=_text(c.detail),
+                          site=_text(c.site), severity=c.severity, detected_at=at,
                           historical=historical, registry_date=registry_date) for c in changes]
         if not rows:
             return rows
@@ -778,11 +928,21 @@ class Store:
             s.execute(update(Trial).where(Trial.nct_id.in_(ids)).values(last_checked_at=at or utcnow()))
 
     # -- the poll lock ------------------------------------------------------------------------
-    def acquire_lock(self, name: str, holder: str, ttl_s: float) -> bool:
-        """Take (or renew) the named lease if it is free, expired or already ours. Atomic on
-        SQLite and PostgreSQL: an INSERT that collides falls back to a conditional UPDATE."""
+    def acquire_lock(self, name: str, holder: str, ttl_s: float,
+                     is_dead: "Callable[[str], bool] | None" = None) -> bool:
+        """Take (or renew) the named lease if it is free, expired or already ours, or when
+        ``is_dead(current holder)`` says its holder is gone (a killed poll on this host).
+        Atomic on SQLite and PostgreSQL: an INSERT that collides falls back to a conditional
+        UPDATE; a takeover only replaces the very holder that was found dead."""
         now = utcnow()
         until = now + dt.timedelta(seconds=ttl_s)
+        with self.session() as s:
+            # A read first: a poll that finds a live holder (the common case when several are
+            # started at once) then takes no write lock at all, which pages would wait behind.
+            held = s.execute(select(Lock.holder, Lock.lease_until).where(Lock.name == name)).first()
+        if held is not None and held.lease_until >= now and held.holder != holder \
+                and (is_dead is None or not is_dead(held.holder)):
+            return False
         try:
             with self.session() as s, s.begin():
                 s.add(Lock(name=name, holder=holder, lease_until=until))
@@ -793,6 +953,23 @@ class Store:
             res = s.execute(update(Lock).where(Lock.name == name)
                             .where((Lock.lease_until < now) | (Lock.holder == holder))
                             .values(holder=holder, lease_until=until))
+            if res.rowcount == 1:
+                return True
+            if is_dead is None:
+                return False
+            current = s.scalar(select(Lock.holder).where(Lock.name == name))
+            if current is None or not is_dead(current):
+                return False
+            res = s.execute(update(Lock).where(Lock.name == name, Lock.holder == current)
+                            .values(holder=holder, lease_until=until))
+            return res.rowcount == 1
+
+    def renew_lock(self, name: str, holder: str, ttl_s: float) -> bool:
+        """Extend our own lease; False when another holder has the lock now."""
+        until = utcnow() + dt.timedelta(seconds=ttl_s)
+        with self.session() as s, s.begin():
+            res = s.execute(update(Lock).where(Lock.name == name, Lock.holder == holder)
+                            .values(lease_until=until))
             return res.rowcount == 1
 
     def release_lock(self, name: str, holder: str) -> None:
@@ -953,6 +1130,10 @@ def _put_blobs(s: Session, blobs: dict[str, tuple[bytes, int]], *, stored: set[s
     have = set(s.scalars(select(Blob.hash).where(Blob.hash.in_(list(blobs)))))
     rows = [{"hash": h, "body": zlib.compress(b, 9), "raw_size": n}
             for h, (b, n) in blobs.items() if h not in have]
+    _insert_blobs(s, rows)
+
+
+def _insert_blobs(s: Session, rows: list[dict]) -> None:
     if not rows:
         return
     dialect = s.get_bind().dialect.name
@@ -993,13 +1174,30 @@ def _remember_alias(s: Session, alias: str, nct_id: str) -> None:
         row.nct_id = nct_id
 
 
+def _nct_or_unknown(record: Any) -> str:
+    try:
+        return rec.nct_of(record)
+    except Exception:  # noqa: BLE001 - only for the message
+        return "(a record without a readable NCT number)"
+
+
+def _reason(e: BaseException) -> str:
+    """An error in one line: the driver's message for a database error, without the SQL."""
+    orig = getattr(e, "orig", None)
+    text = str(orig if orig is not None else (getattr(e, "message", None) or e))
+    text = " ".join(text.split())
+    return f"{type(orig or e).__name__}: {text[:300]}"
+
+
 def _json(value: Any) -> str | None:
     return None if value is None else json.dumps(value, ensure_ascii=False, sort_keys=True)
 
 
 @dataclass
 class _Prepared:
-    """A fetched record made ready to store, outside any transaction."""
+    """A fetched record made ready to store, outside any transaction. The columns taken from
+    it are checked here: record text is untrusted, and one malformed field must neither reach
+    the database (a type or size it refuses would fail the whole transaction) nor go unsaid."""
 
     nct_id: str
     canon: dict
@@ -1008,6 +1206,7 @@ class _Prepared:
     status: str | None
     title: str | None
     last_update_posted: str | None
+    problems: list[str] = field(default_factory=list)  # what was wrong, said once per fetch
 
     @classmethod
     def of(cls, record: dict) -> "_Prepared":
@@ -1017,11 +1216,92 @@ class _Prepared:
             raise StoreError("refusing to store a body that is not a study record")
         canon = rec.canonical(record)
         body = rec.canonical_json(canon)
+        problems: list[str] = []
         return cls(nct_id=rec.nct_of(record), canon=canon, body=body,
                    digest=hashlib.sha256(body).hexdigest(),
-                   status=rec.get(canon, "protocolSection.statusModule.overallStatus"),
-                   title=rec.get(canon, "protocolSection.identificationModule.briefTitle"),
-                   last_update_posted=rec.get(record, "protocolSection.statusModule.lastUpdatePostDateStruct.date"))
+                   status=_status_column(rec.get(canon, "protocolSection.statusModule.overallStatus"), problems),
+                   title=_title_column(rec.get(canon, "protocolSection.identificationModule.briefTitle"), problems),
+                   last_update_posted=_date_column(
+                       rec.get(record, "protocolSection.statusModule.lastUpdatePostDateStruct.date"), problems),
+                   problems=problems)
+
+
+# Column sizes of the values taken from a record (trials.overall_status, snapshots.*).
+_STATUS_MAX = 32
+_TITLE_MAX = 1000  # the registry caps brief titles at 300 characters
+_FIELD_MAX = 200   # changes.field
+
+
+def _shown(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=True, default=str)
+    return repr(text[:40] + "…") if len(text) > 40 else repr(text)
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", bool: "a boolean", int: "a number",
+            float: "a number"}.get(type(value), type(value).__name__)
+
+
+def _status_column(value: Any, problems: list[str]) -> str | None:
+    """An enum as the API spells them (RECRUITING, ...): upper case and underscores, short.
+    Anything else is stored as unknown (the full record still keeps what was sent)."""
+    import re
+
+    if value is None:
+        return None
+    if isinstance(value, str) and len(value) <= _STATUS_MAX and re.fullmatch(r"[A-Z][A-Z0-9_]*", value):
+        return value
+    what = f"{_kind(value)}" if not isinstance(value, str) else f"{_shown(value)}"
+    problems.append(f"overallStatus is {what}, not a status; stored as unknown")
+    return None
+
+
+def _title_column(value: Any, problems: list[str]) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        problems.append(f"briefTitle is {_kind(value)}, not text; stored without a title")
+        return None
+    value = _text(value)
+    if len(value) > _TITLE_MAX:
+        problems.append(f"briefTitle is {len(value)} characters long; stored cut to {_TITLE_MAX}")
+        value = value[:_TITLE_MAX]
+    return value
+
+
+def _date_column(value: Any, problems: list[str]) -> str | None:
+    """``YYYY``, ``YYYY-MM`` or ``YYYY-MM-DD``; an ISO date-time is read as its date (leniently:
+    ``2026-11-30T00:00:00.000Z`` is 2026-11-30). Anything else is stored as unknown."""
+    import re
+
+    if value is None:
+        return None
+    if isinstance(value, str):
+        m = re.match(r"(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?(?:$|[T ])", value.strip())
+        if m:
+            y, mo, d = m.groups()
+            try:
+                dt.date(int(y), int(mo or 1), int(d or 1))
+                return "-".join(x for x in (y, mo, d) if x)
+            except ValueError:
+                pass
+    problems.append(f"lastUpdatePostDate is {_shown(value) if isinstance(value, str) else _kind(value)}, "
+                    "not a date; stored as unknown")
+    return None
+
+
+def _text(value: str | None) -> str | None:
+    """PostgreSQL text cannot hold NUL; SQLite would, but both should store the same."""
+    return value.replace("\x00", "") if value and "\x00" in value else value
+
+
+@dataclass
+class _Work:
+    """What ``_prework`` computed for one changed record, against snapshot ``latest_id``."""
+
+    latest_id: int | None
+    blob_rows: list[dict]
+    changes: list[Change]
 
 
 @dataclass
@@ -1037,6 +1317,10 @@ class Recorded:
     previous_fetched_at: dt.datetime | None = None
     previous_checked_at: dt.datetime | None = None
     raced: bool = False
+    # Fields of the record that were malformed and stored as unknown (the record was stored).
+    problems: list[str] = field(default_factory=list)
+    # Why the record could NOT be stored (nothing of it was written); None when it was.
+    error: str | None = None
 
 
 def open_store(url: str, *, create: bool = True) -> Store:

@@ -49,6 +49,7 @@ CSRF_FIELD = "csrf_token"
 RATE_WINDOW = dt.timedelta(hours=1)
 MAX_CONFIRMS_PER_EMAIL = 3
 MAX_SUBSCRIBES_PER_CLIENT = 10
+HEALTH_TIMEOUT_S = 2.0  # /healthz answers within this, database or not
 
 SECURITY_HEADERS = [
     (b"content-security-policy",
@@ -90,6 +91,7 @@ class Web:
         self.config = config
         self._store = store
         self._store_lock = threading.Lock()
+        self._probes = None  # the /healthz probe's threads, made on first use
         # Fails fast with a ConfigError naming the variable: every link we mail is signed.
         self.secret = config.secret_key()
         self.secure_cookies = config.email.public_url.startswith("https://")
@@ -267,25 +269,51 @@ class Web:
 
     # -- health -----------------------------------------------------------------------------
     def healthz(self, request: "Request", form: Any) -> "Response":
-        from sqlalchemy import func, or_, select
+        """The database's state within HEALTH_TIMEOUT_S, whatever the database does: a probe
+        that does not finish in time (a server that accepts connections and never answers)
+        is a 503, not a hung request."""
+        from concurrent.futures import TimeoutError as ProbeTimeout
+
         from sqlalchemy.exc import SQLAlchemyError
         from starlette.responses import JSONResponse
 
-        from .store import Message, OutboxRow, Poll
-
+        no_store = {"cache-control": "no-store"}
         try:
-            with self.store.session() as s:
-                last = s.scalar(select(func.max(Poll.finished_at)).where(Poll.complete.is_(True)))
-                # Changes owed to someone and not yet delivered: not in a message, or in one
-                # that has not been sent.
-                backlog = s.scalar(select(func.count()).select_from(OutboxRow)
-                                   .outerjoin(Message, Message.id == OutboxRow.message_id)
-                                   .where(or_(OutboxRow.message_id.is_(None), Message.state != "sent")))
+            last, backlog = self._probe_pool().submit(self._health_probe).result(timeout=HEALTH_TIMEOUT_S)
+        except ProbeTimeout:
+            log.error("health: the database did not answer within %g s", HEALTH_TIMEOUT_S)
+            return JSONResponse({"database": "not answering", "last_complete_poll": None, "outbox_backlog": None},
+                                status_code=503, headers=no_store)
         except (StoreError, SQLAlchemyError):
             return JSONResponse({"database": "unreachable", "last_complete_poll": None, "outbox_backlog": None},
-                                status_code=503, headers={"cache-control": "no-store"})
+                                status_code=503, headers=no_store)
         return JSONResponse({"database": "ok", "last_complete_poll": _iso(last), "outbox_backlog": backlog},
-                            headers={"cache-control": "no-store"})
+                            headers=no_store)
+
+    def _probe_pool(self):  # noqa: ANN202
+        # Two threads at most: probes stuck on a silent database queue up and time out here
+        # rather than take every worker thread of the server.
+        if self._probes is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with self._store_lock:
+                if self._probes is None:
+                    self._probes = ThreadPoolExecutor(max_workers=2, thread_name_prefix="trialwatch-health")
+        return self._probes
+
+    def _health_probe(self) -> tuple[Any, Any]:
+        from sqlalchemy import func, or_, select
+
+        from .store import Message, OutboxRow, Poll
+
+        with self.store.session() as s:
+            last = s.scalar(select(func.max(Poll.finished_at)).where(Poll.complete.is_(True)))
+            # Changes owed to someone and not yet delivered: not in a message, or in one
+            # that has not been sent.
+            backlog = s.scalar(select(func.count()).select_from(OutboxRow)
+                               .outerjoin(Message, Message.id == OutboxRow.message_id)
+                               .where(or_(OutboxRow.message_id.is_(None), Message.state != "sent")))
+        return last, backlog
 
     # -- subscribe ---------------------------------------------------------------------------
     def subscribe(self, request: "Request", form: Any) -> "Response":
