@@ -177,14 +177,8 @@ def test_5_a_poll_that_lost_its_lock(cli, api, monkeypatch):
     from trialwatch import poller
     from trialwatch.store import Store
 
-    real = Store.acquire_lock
-    calls = []
-
-    def only_once(self, name, holder, ttl_s):
-        calls.append(holder)
-        return real(self, name, holder, ttl_s) if len(calls) == 1 else False
-
-    monkeypatch.setattr(Store, "acquire_lock", only_once)
+    # Another poller took the lock: every renewal of ours finds it gone.
+    monkeypatch.setattr(Store, "renew_lock", lambda self, name, holder, ttl_s: False)
     clock = iter(range(0, 10_000, 100))  # every checkpoint is past the renewal interval
     monkeypatch.setattr(poller.time, "monotonic", lambda: float(next(clock)))
     code, out, err = cli(ctgov_at(api.base_url) + f"trials: [{NCT}]\n", "poll", "--json")

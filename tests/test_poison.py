@@ -84,10 +84,11 @@ def test_a_malformed_record_is_stored_as_far_as_it_can_be_and_reported_by_its_nc
         report = poller.poll(store, config, send=False)
 
     assert report.complete  # every record was stored; the bad fields as unknown
-    assert any(e.startswith(f"{ids[1]}: briefTitle is an object") for e in report.errors), report.errors
-    assert any(e.startswith(f"{ids[1]}: overallStatus is an object") for e in report.errors), report.errors
-    assert any(e.startswith(f"{ids[2]}: overallStatus is 'RECRUITING_XXX") for e in report.errors), report.errors
-    assert not any(e.startswith(ids[0]) for e in report.errors)
+    errors = report.to_dict()["errors"]  # one readable line each, "NCT…: what is wrong"
+    assert any(e.startswith(f"{ids[1]}: briefTitle is an object") for e in errors), errors
+    assert any(e.startswith(f"{ids[1]}: overallStatus is an object") for e in errors), errors
+    assert any(e.startswith(f"{ids[2]}: overallStatus is 'RECRUITING_XXX") for e in errors), errors
+    assert not any(e.startswith(ids[0]) for e in errors)
     # The good change is stored and queued for mail.
     assert "overall_status" in outbox_for(store, ids[0])
     assert store.trial(ids[0]).overall_status == "SUSPENDED"

@@ -206,6 +206,7 @@ def warnings(record: dict, today: dt.date) -> list[RecordWarning]:
     sm = get(record, "protocolSection.statusModule") or {}
     sm = sm if isinstance(sm, dict) else {}
     status = sm.get("overallStatus")
+    status = status if isinstance(status, str) else None  # a malformed record still gets its other warnings
     out: list[RecordWarning] = []
     verified = sm.get("statusVerifiedDate")
     verified_end = _last_day(verified)

@@ -616,13 +616,13 @@ class Store:
         with self.session() as s:
             newest = select(Snapshot.nct_id, func.max(Snapshot.seq).label("seq")) \
                 .where(Snapshot.nct_id.in_(ids)).group_by(Snapshot.nct_id).subquery()
-            latest = {x.nct_id: (x.id, x.blob_hash) for x in s.execute(
-                select(Snapshot.nct_id, Snapshot.id, Snapshot.blob_hash).join(
+            latest = {x.nct_id: (x.id, x.blob_hash, x.source) for x in s.execute(
+                select(Snapshot.nct_id, Snapshot.id, Snapshot.blob_hash, Snapshot.source).join(
                     newest, (Snapshot.nct_id == newest.c.nct_id) & (Snapshot.seq == newest.c.seq)))}
             for p in preps:
                 if p.nct_id not in counts or counts[p.nct_id] != 1:
                     continue
-                latest_id, latest_hash = latest.get(p.nct_id, (None, None))
+                latest_id, latest_hash, latest_source = latest.get(p.nct_id, (None, None, None))
                 if latest_hash == p.digest:
                     continue  # unchanged: nothing costly to do
                 values: dict[str, Any] = {}
@@ -632,7 +632,10 @@ class Store:
                 changes: list[Change] = []
                 if old_manifest is not None:
                     old = _join(old_manifest, _part_loader(s, old_parts - values.keys(), values))
-                    changes = diff(old, p.canon, ignore=tuple(ignore), assume_canonical=True)
+                    if latest_source == "registry":  # legacy markup on one side: compare the words
+                        changes = seam_diff(old, p.canon, ignore=ignore)
+                    else:
+                        changes = diff(old, p.canon, ignore=tuple(ignore), assume_canonical=True)
                 new = {h: b for h, b in blobs.items() if h not in old_parts}
                 have = set(s.scalars(select(Blob.hash).where(Blob.hash.in_(list(new))))) if new else set()
                 rows = [{"hash": h, "body": zlib.compress(b, 9), "raw_size": n}
@@ -663,7 +666,8 @@ class Store:
         if work is not None and work.latest_id == (latest.id if latest is not None else None):
             # Prepared before the write lock against this very latest snapshot: only inserts.
             _insert_blobs(s, work.blob_rows)
-            snap = Snapshot(nct_id=p.nct_id, seq=(latest.seq + 1) if latest else 1, blob_hash=p.digest,
+            # max(.., 1): after a backfill the latest may be a registry version (negative seq).
+            snap = Snapshot(nct_id=p.nct_id, seq=max(latest.seq + 1, 1) if latest else 1, blob_hash=p.digest,
                             fetched_at=at, overall_status=p.status, last_update_posted=p.last_update_posted)
             s.add(snap)
             s.flush()
