@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from trialwatch import store as st
 from trialwatch.config import loads
@@ -85,7 +85,7 @@ def test_sigterm_during_a_poll_stops_at_a_step_boundary(tmp_path, db_url):
         (p,) = polls(store)
         assert not p.complete and "stopped by a signal" in p.error
         with store.session() as s:
-            stored = s.scalar(select(st.func.count()).select_from(st.Snapshot))
+            stored = s.scalar(select(func.count()).select_from(st.Snapshot))
         assert 0 < stored < 50 and stored % 10 == 0  # whole batches only
         assert store.lock_holder("poll") is None  # the lock was released
         store.close()

@@ -1,0 +1,120 @@
+"""The snapshot store: every distinct version of every record, the changes between them, and
+the mail outbox, in one SQL database (SQLite by default, PostgreSQL when one machine is not enough).
+
+The invariants that make alerts trustworthy live here:
+
+* ``record_fetch`` writes a snapshot only when the canonical content hash differs from the
+  trial's latest snapshot, and writes the snapshot, its changes and the outbox rows for every
+  matching subscriber in ONE transaction: a change is never stored without its mail, nor mail
+  queued for a change that was rolled back.
+* ``snapshots`` is a chain per trial with ``UNIQUE(nct_id, seq)``: two writers that both append
+  after the same snapshot collide on the constraint instead of writing a duplicate.
+* ``outbox`` has ``UNIQUE(subscriber_id, change_id)``: a change is queued once per person.
+* identical content is stored once: a record version is split into parts (each protocol module,
+  the sites in content-defined chunks, the results section ...), each part a zlib-compressed
+  blob keyed by its hash, so a new version stores only the parts that changed (``blobs``).
+
+Nothing here is built at import time: ``open_store(url)`` makes the engine.
+"""
+
+
+from __future__ import annotations
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..errors import StoreError
+from .engine import (
+    _READ_ONLY,
+    SCHEMA_REVISION,
+    WRITE_CHUNK,
+    _alembic_config,
+    _safe_url,
+    _Session,
+    current_revision,
+    head_revision,
+    make_engine,
+    migrations_dir,
+    upgrade,
+)
+from .locks import LockOps
+from .models import (
+    REGISTRY_SEQ_BASE,
+    Base,
+    Blob,
+    ChangeRow,
+    Lock,
+    Message,
+    OutboxRow,
+    Poll,
+    RateEvent,
+    RegistryHistory,
+    RegistryVersion,
+    SavedSearchRun,
+    SearchMember,
+    Snapshot,
+    Subscriber,
+    Subscription,
+    Trial,
+    TrialAlias,
+    utcnow,
+)
+from .records import Recorded, _Prepared, seam_diff
+from .registry import RegistryOps
+from .snapshots import SnapshotOps
+from .trials import TrialOps
+
+__all__ = [
+    "REGISTRY_SEQ_BASE", "SCHEMA_REVISION", "WRITE_CHUNK", "Base", "Blob", "ChangeRow", "Lock", "Message",
+    "OutboxRow", "Poll", "RateEvent", "Recorded", "RegistryHistory", "RegistryVersion", "SavedSearchRun",
+    "SearchMember", "Snapshot", "Store", "Subscriber", "Subscription", "Trial", "TrialAlias", "current_revision",
+    "head_revision", "make_engine", "migrations_dir", "open_store", "seam_diff", "upgrade", "utcnow",
+    "_Prepared", "_alembic_config", "_safe_url",
+]
+
+
+class Store(SnapshotOps, RegistryOps, TrialOps, LockOps):
+    """The database, opened. Cheap methods over short transactions; the named operations live in
+    one module per concern (snapshots, registry, trials, locks) and are mixed in here."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        writer = type("_WriteSession", (_Session,), {"_writer": engine})
+        self.sessions = sessionmaker(engine.execution_options(**{_READ_ONLY: True}),
+                                     class_=writer, expire_on_commit=False)
+
+    def session(self) -> Session:
+        return self.sessions()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def open_store(url: str, *, create: bool = True) -> Store:
+    """Open the database at ``url``. A fresh database is created at the current migration; an
+    existing one at an older migration is refused until ``trialwatch db upgrade``."""
+    engine = make_engine(url)
+    try:
+        current = current_revision(engine)
+        head = SCHEMA_REVISION
+        if current is None:
+            if not create:
+                raise StoreError(f"database {_safe_url(url)} is empty", hint="Run 'trialwatch db upgrade'.")
+            upgrade(engine)  # creates it, unless another process just did (checked under a lock)
+        elif current != head:
+            from alembic.script import ScriptDirectory
+
+            known = {r.revision for r in ScriptDirectory.from_config(_alembic_config()).walk_revisions()}
+            if current not in known:
+                raise StoreError(f"database {_safe_url(url)} is at migration {current}, newer than this "
+                                 f"trialwatch ({head})", hint="Upgrade trialwatch.")
+            raise StoreError(f"database {_safe_url(url)} is at migration {current}; this trialwatch needs {head}",
+                             hint="Back it up, then run 'trialwatch db upgrade'.")
+    except OperationalError as e:
+        engine.dispose()
+        raise StoreError(f"cannot open database {_safe_url(url)}: {e.orig}") from None
+    except StoreError:
+        engine.dispose()
+        raise
+    return Store(engine)

@@ -1,0 +1,329 @@
+"""Storing fetched records: snapshots, their changes and the outbox rows, in one transaction a record (or a short batch)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import zlib
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import (
+    func,
+    select,
+)
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+
+from ..diff import SEVERITY_RANK, Change, diff
+from ..errors import StoreError
+from .engine import WRITE_CHUNK
+from .models import Blob, ChangeRow, OutboxRow, SearchMember, Snapshot, Subscriber, Subscription, Trial, utcnow
+from .parts import _insert_blobs, _join, _part_hashes, _part_loader, _put_blobs, _read_blob, _split
+from .records import (
+    _FIELD_MAX,
+    Recorded,
+    _json,
+    _nct_or_unknown,
+    _Prepared,
+    _reason,
+    _remember_alias,
+    _text,
+    _Work,
+    seam_diff,
+)
+
+
+
+log = logging.getLogger("trialwatch.store")
+
+
+class SnapshotOps:
+    """Mixed into Store: record_fetch(es), add_events, the reads of stored versions."""
+
+    # -- snapshots ----------------------------------------------------------------------------
+    def record_fetch(self, record: dict, *, fetched_at: dt.datetime | None = None,
+                     ignore: Sequence[str] = (), requested_id: str | None = None,
+                     linked_from: str | None = None) -> "Recorded":
+        """Store one fetched record: a snapshot if its content changed, its changes, and the
+        outbox rows for every active subscriber they concern, all in one transaction."""
+        return self.record_fetches([record], fetched_at=fetched_at, ignore=ignore,
+                                   requested_ids=[requested_id], linked_from=linked_from)[0]
+
+    def record_fetches(self, records: Sequence[dict], *, fetched_at: dt.datetime | None = None,
+                       ignore: Sequence[str] = (), requested_ids: Sequence[str | None] | None = None,
+                       linked_from: str | None = None) -> list["Recorded"]:
+        """``record_fetch`` for a batch (a page of ``filter.ids`` results), in transactions of
+        ``WRITE_CHUNK`` records: each chunk's trials and latest snapshots are read in two
+        queries instead of two per record, and no transaction holds the write lock for long
+        (a web page's write waits behind at most one chunk, not a whole page of 100).
+
+        One record never spoils the others. When the batch fails (another writer appended to
+        one of these chains first, the UNIQUE(nct_id, seq) collision; or a record the database
+        or the diff refuses), it is rolled back and each record is stored in a transaction of
+        its own, a collision once more: the same content is then a no-op, different content a
+        version of its own. A record that still cannot be stored comes back with ``error`` set
+        (nothing of it written); the others are stored with their changes and mail. Only a
+        database that is unavailable (OperationalError) stops the whole batch."""
+        requested = list(requested_ids) if requested_ids is not None else [None] * len(records)
+        at = fetched_at or utcnow()
+        out: list[Recorded | None] = [None] * len(records)
+        preps: list[tuple[int, _Prepared]] = []
+        for i, r in enumerate(records):
+            try:
+                preps.append((i, _Prepared.of(r)))
+            except StoreError:
+                raise  # not a study record at all: the caller passed garbage, before any write
+            except Exception as e:  # noqa: BLE001 - one unreadable record is reported, not fatal
+                out[i] = Recorded(nct_id=_nct_or_unknown(r), snapshot_id=None, first=False, stored=False,
+                                  error=f"not stored: {_reason(e)}")
+        for start in range(0, len(preps), WRITE_CHUNK):
+            chunk = preps[start:start + WRITE_CHUNK]
+            raced = False
+            try:
+                done = self._store_batch([p for _, p in chunk], [requested[i] for i, _ in chunk], at, ignore,
+                                         linked_from)
+            except StoreError:
+                raise
+            except Exception as e:  # noqa: BLE001 - retried record by record below
+                raced = isinstance(e, IntegrityError)
+                if not raced:
+                    log.warning("%d records could not be stored together (%s); storing them one by one",
+                                len(chunk), _reason(e))
+                done = None
+            for n, (i, prep) in enumerate(chunk):
+                if done is not None:
+                    res = done[n]
+                else:
+                    res = self._store_alone(prep, requested[i], at, ignore, linked_from, raced=raced)
+                res.problems = list(prep.problems)
+                out[i] = res
+        return out  # type: ignore[return-value]
+
+    def _store_alone(self, prep: "_Prepared", requested: str | None, at: dt.datetime,
+                     ignore: Sequence[str], linked_from: str | None, *, raced: bool) -> "Recorded":
+        """One record in its own transaction; a collision with another writer is tried once
+        more. Whatever else it raises is its own failure, reported in ``error``."""
+        for attempt in (1, 2):
+            try:
+                (res,) = self._store_batch([prep], [requested], at, ignore, linked_from)
+                res.raced = raced or attempt == 2
+                return res
+            except StoreError:
+                raise
+            except IntegrityError as e:
+                if attempt == 2:
+                    return Recorded(nct_id=prep.nct_id, snapshot_id=None, first=False, stored=False,
+                                    error=f"not stored: the database refused it twice ({_reason(e)}); "
+                                          "another trialwatch may be writing the same trial")
+            except Exception as e:  # noqa: BLE001 - this record's own problem; the others go on
+                log.warning("%s could not be stored", prep.nct_id, exc_info=True)
+                return Recorded(nct_id=prep.nct_id, snapshot_id=None, first=False, stored=False,
+                                error=f"not stored: {_reason(e)}")
+        raise AssertionError("unreachable")
+
+    def _store_batch(self, preps: list["_Prepared"], requested: list[str | None], at: dt.datetime,
+                     ignore: Sequence[str], linked_from: str | None) -> list["Recorded"]:
+        ids = list({p.nct_id for p in preps})
+        try:
+            # The costly part (split, compression, diff) before the write lock, not under it.
+            work = self._prework(preps, ignore)
+            with self.session() as s, s.begin():
+                trials = {t.nct_id: t for t in s.scalars(select(Trial).where(Trial.nct_id.in_(ids)))}
+                newest = select(Snapshot.nct_id, func.max(Snapshot.seq).label("seq")) \
+                    .where(Snapshot.nct_id.in_(ids)).group_by(Snapshot.nct_id).subquery()
+                latest = {x.nct_id: x for x in s.scalars(select(Snapshot).join(
+                    newest, (Snapshot.nct_id == newest.c.nct_id) & (Snapshot.seq == newest.c.seq)))}
+                # Flushes happen where this code asks for them, not before every query.
+                with s.no_autoflush:
+                    return [self._store_one(s, p, req, at, ignore, linked_from, trials, latest,
+                                            work.get(p.nct_id))
+                            for p, req in zip(preps, requested)]
+        except OperationalError as e:
+            raise StoreError(f"database error while storing {', '.join(ids[:3])}: {e.orig}") from None
+
+    def _prework(self, preps: list["_Prepared"], ignore: Sequence[str]) -> dict[str, "_Work"]:
+        """For each record whose content differs from its trial's latest snapshot: its new
+        blobs, compressed, and its changes, computed in a read transaction (which on SQLite
+        takes no lock) so the write transaction that follows only inserts. Valid only while
+        the trial's latest snapshot stays the one read here; ``_store_one`` checks that."""
+        counts: dict[str, int] = {}
+        for p in preps:
+            counts[p.nct_id] = counts.get(p.nct_id, 0) + 1
+        ids = [i for i, n in counts.items() if n == 1]  # a repeated id depends on its own first copy
+        if not ids:
+            return {}
+        out: dict[str, _Work] = {}
+        with self.session() as s:
+            newest = select(Snapshot.nct_id, func.max(Snapshot.seq).label("seq")) \
+                .where(Snapshot.nct_id.in_(ids)).group_by(Snapshot.nct_id).subquery()
+            latest = {x.nct_id: (x.id, x.blob_hash, x.source) for x in s.execute(
+                select(Snapshot.nct_id, Snapshot.id, Snapshot.blob_hash, Snapshot.source).join(
+                    newest, (Snapshot.nct_id == newest.c.nct_id) & (Snapshot.seq == newest.c.seq)))}
+            for p in preps:
+                if p.nct_id not in counts or counts[p.nct_id] != 1:
+                    continue
+                latest_id, latest_hash, latest_source = latest.get(p.nct_id, (None, None, None))
+                if latest_hash == p.digest:
+                    continue  # unchanged: nothing costly to do
+                values: dict[str, Any] = {}
+                blobs = _split(p.canon, p.digest, raw_size=len(p.body), values=values)
+                old_manifest = _read_blob(s, latest_hash) if latest_hash is not None else None
+                old_parts = set(_part_hashes(old_manifest)) if old_manifest is not None else set()
+                changes: list[Change] = []
+                if old_manifest is not None:
+                    old = _join(old_manifest, _part_loader(s, old_parts - values.keys(), values))
+                    if latest_source == "registry":  # legacy markup on one side: compare the words
+                        changes = seam_diff(old, p.canon, ignore=ignore)
+                    else:
+                        changes = diff(old, p.canon, ignore=tuple(ignore), assume_canonical=True)
+                new = {h: b for h, b in blobs.items() if h not in old_parts}
+                have = set(s.scalars(select(Blob.hash).where(Blob.hash.in_(list(new))))) if new else set()
+                rows = [{"hash": h, "body": zlib.compress(b, 9), "raw_size": n}
+                        for h, (b, n) in new.items() if h not in have]
+                out[p.nct_id] = _Work(latest_id=latest_id, blob_rows=rows, changes=changes)
+        return out
+
+    def _store_one(self, s: Session, p: "_Prepared", requested_id: str | None, at: dt.datetime,
+                   ignore: Sequence[str], linked_from: str | None, trials: dict[str, Trial],
+                   latest_by_id: dict[str, Snapshot], work: "_Work | None" = None) -> "Recorded":
+        trial = trials.get(p.nct_id)
+        if trial is None:
+            trial = trials[p.nct_id] = Trial(nct_id=p.nct_id, first_seen_at=at, linked_from=linked_from)
+            s.add(trial)
+            s.flush()  # before the snapshot that references it (no ORM relationship orders them)
+        if requested_id and requested_id != p.nct_id:
+            _remember_alias(s, requested_id, p.nct_id)
+        previous_checked_at = trial.last_checked_at
+        trial.last_checked_at = at
+        trial.gone_at = None
+        trial.title = p.title
+        trial.overall_status = p.status
+        latest = latest_by_id.get(p.nct_id)
+        if latest is not None and latest.blob_hash == p.digest:
+            return Recorded(nct_id=p.nct_id, snapshot_id=latest.id, first=False, stored=False,
+                            changes=[], previous_fetched_at=latest.fetched_at,
+                            previous_checked_at=previous_checked_at)
+        if work is not None and work.latest_id == (latest.id if latest is not None else None):
+            # Prepared before the write lock against this very latest snapshot: only inserts.
+            _insert_blobs(s, work.blob_rows)
+            # max(.., 1): after a backfill the latest may be a registry version (negative seq).
+            snap = Snapshot(nct_id=p.nct_id, seq=max(latest.seq + 1, 1) if latest else 1, blob_hash=p.digest,
+                            fetched_at=at, overall_status=p.status, last_update_posted=p.last_update_posted)
+            s.add(snap)
+            s.flush()
+            latest_by_id[p.nct_id] = snap
+            if latest is not None:
+                trial.last_changed_at = at
+            rows = self._add_changes(s, p.nct_id, work.changes, snapshot_id=snap.id, at=at)
+            return Recorded(nct_id=p.nct_id, snapshot_id=snap.id, first=latest is None, stored=True,
+                            changes=rows, previous_fetched_at=latest.fetched_at if latest else None,
+                            previous_checked_at=previous_checked_at)
+        # Another writer moved the chain since (or nothing was prepared): all of it here.
+        values: dict[str, Any] = {}
+        blobs = _split(p.canon, p.digest, raw_size=len(p.body), values=values)
+        old_manifest = _read_blob(s, latest.blob_hash) if latest is not None else None
+        old_parts = set(_part_hashes(old_manifest)) if old_manifest is not None else set()
+        _put_blobs(s, blobs, stored=old_parts)  # the previous version's parts are stored
+        # max(.., 1): after a backfill without live snapshots, the latest is a registry version
+        # (negative seq); the live chain still starts at 1.
+        snap = Snapshot(nct_id=p.nct_id, seq=max(latest.seq + 1, 1) if latest else 1, blob_hash=p.digest,
+                        fetched_at=at, overall_status=p.status, last_update_posted=p.last_update_posted)
+        s.add(snap)
+        s.flush()
+        latest_by_id[p.nct_id] = snap
+        changes: list[Change] = []
+        if latest is not None:
+            # The previous version, rebuilt from the parts it shares with this one (already in
+            # memory) and a read of only those that changed.
+            old = _join(old_manifest, _part_loader(s, old_parts - values.keys(), values))
+            if latest.source == "registry":  # legacy markup on one side: compare the words
+                changes = seam_diff(old, p.canon, ignore=ignore)
+            else:
+                changes = diff(old, p.canon, ignore=tuple(ignore), assume_canonical=True)
+            trial.last_changed_at = at
+        rows = self._add_changes(s, p.nct_id, changes, snapshot_id=snap.id, at=at)
+        return Recorded(nct_id=p.nct_id, snapshot_id=snap.id, first=latest is None, stored=True,
+                        changes=rows, previous_fetched_at=latest.fetched_at if latest else None,
+                        previous_checked_at=previous_checked_at)
+
+    def add_events(self, nct_id: str, changes: Iterable[Change], *, search: str | None = None,
+                   at: dt.datetime | None = None, session: Session | None = None) -> list[ChangeRow]:
+        """Store changes that are not a new snapshot (search membership, a record gone), with
+        their outbox rows; inside ``session``'s transaction when one is given."""
+        if session is not None:
+            return self._add_changes(session, nct_id, list(changes), snapshot_id=None,
+                                     at=at or utcnow(), search=search)
+        with self.session() as s, s.begin():
+            return self._add_changes(s, nct_id, list(changes), snapshot_id=None,
+                                     at=at or utcnow(), search=search)
+
+    def _add_changes(self, s: Session, nct_id: str, changes: list[Change], *,
+                     snapshot_id: int | None, at: dt.datetime,
+                     search: str | None = None, registry_date: str | None = None) -> list[ChangeRow]:
+        historical = registry_date is not None
+        # Labels, details and generic field paths come from record text: bounded and NUL-free.
+        rows = [ChangeRow(nct_id=nct_id, snapshot_id=snapshot_id, search=search, field=_text(c.field)[:_FIELD_MAX],
+                          label=_text(c.label), old=_json(c.old), new=_json(c.new), detail=_text(c.detail),
+                          site=_text(c.site), severity=c.severity, detected_at=at,
+                          historical=historical, registry_date=registry_date) for c in changes]
+        if not rows:
+            return rows
+        s.add_all(rows)
+        s.flush()
+        if historical:
+            return rows  # history is never news: no outbox row, no mail
+        # Plain executemany, not ORM objects: a change followed by many physicians makes many rows.
+        outbox = [{"subscriber_id": sub_id, "change_id": row.id, "created_at": at}
+                  for sub_id, min_severity in self._interested(s, nct_id, search)
+                  for row in rows if row.rank >= SEVERITY_RANK[min_severity]]
+        if outbox:
+            from sqlalchemy import insert
+
+            s.execute(insert(OutboxRow), outbox)
+        return rows
+
+    def _interested(self, s: Session, nct_id: str, search: str | None) -> list[tuple[int, str]]:
+        """(id, min_severity) of active subscribers to this trial, or to a search it belongs
+        (or belonged) to. Columns only: loading Subscriber objects would load every one of
+        their subscriptions too."""
+        member_of = select(SearchMember.search).where(SearchMember.nct_id == nct_id)
+        search_match = Subscription.target.in_(member_of)
+        if search:
+            search_match = search_match | (Subscription.target == search)
+        q = (select(Subscriber.id, Subscriber.min_severity).join(Subscription)
+             .where(Subscriber.state == "active")
+             .where(((Subscription.kind == "trial") & (Subscription.target == nct_id))
+                    | ((Subscription.kind == "search") & search_match))
+             .distinct())
+        return [(i, m) for i, m in s.execute(q)]
+
+    @staticmethod
+    def _load_blob(s: Session, digest: str) -> dict:
+        manifest = _read_blob(s, digest)
+        return _join(manifest, _part_loader(s, set(_part_hashes(manifest)), {}))
+
+    def snapshot_record(self, snapshot_id: int) -> dict:
+        with self.session() as s:
+            snap = s.get(Snapshot, snapshot_id)
+            return self._load_blob(s, snap.blob_hash)
+
+    def latest_snapshot(self, nct_id: str) -> Snapshot | None:
+        with self.session() as s:
+            return s.scalars(select(Snapshot).where(Snapshot.nct_id == nct_id)
+                             .order_by(Snapshot.seq.desc()).limit(1)).first()
+
+    def latest_record(self, nct_id: str) -> dict | None:
+        snap = self.latest_snapshot(nct_id)
+        return self.snapshot_record(snap.id) if snap else None
+
+    def history(self, nct_id: str) -> tuple[list[Snapshot], list[ChangeRow]]:
+        """Snapshots oldest first, and every change stored for the trial oldest first."""
+        with self.session() as s:
+            snaps = list(s.scalars(select(Snapshot).where(Snapshot.nct_id == nct_id)
+                                   .order_by(Snapshot.seq)))
+            changes = list(s.scalars(select(ChangeRow).where(ChangeRow.nct_id == nct_id)
+                                     .order_by(ChangeRow.detected_at, ChangeRow.id)))
+            return snaps, changes
+
+    # -- the registry's history (trialwatch/history.py drives these) --------------------------
