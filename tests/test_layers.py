@@ -61,3 +61,12 @@ def test_the_check_finds_what_it_forbids():
         "update(...)", ".scalar(...)", "select(...)", "func.count(...)"}
     # A dict's or a list's methods of the same name are not queries.
     assert violations("d = {}\nd.update(a=1)\nerrors = []\nerrors.insert(0, 'x')\nd.get('a')\n") == []
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_module_imports_another_modules_private_names(path):
+    """A name another module needs is public: ``from .x import _y`` hides a dependency."""
+    private = [f"line {n.lineno}: from {'.' * n.level}{n.module or ''} import {a.name}"
+               for n in ast.walk(ast.parse(path.read_text(encoding="utf-8"))) if isinstance(n, ast.ImportFrom)
+               for a in n.names if a.name.startswith("_") and not a.name.startswith("__")]
+    assert private == []

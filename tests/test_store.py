@@ -219,7 +219,7 @@ def test_a_writer_that_loses_the_race_with_different_content_stores_its_version_
         if len(calls) == 1:
             # The other writer commits its version between our read and our insert, and our
             # insert meets UNIQUE(nct_id, seq).
-            real(self, [st._Prepared.of(winner)], [None], at, ignore, linked_from)
+            real(self, [st.Prepared.of(winner)], [None], at, ignore, linked_from)
             raise IntegrityError("INSERT INTO snapshots", {}, Exception("UNIQUE constraint failed"))
         return real(self, preps, requested, at, ignore, linked_from)
 

@@ -62,7 +62,7 @@ from .models import (
 )
 from .pages import IndexData, PageOps, SearchPageData
 from .polls import PollOps
-from .records import Recorded, _Prepared, seam_diff
+from .records import Recorded, Prepared, seam_diff
 from .registry import RegistryOps
 from .searches import SearchOps
 from .snapshots import SnapshotOps
@@ -78,7 +78,7 @@ __all__ = [
     "OutboxRow", "Poll", "RateEvent", "Recorded", "RegistryHistory", "RegistryVersion", "SavedSearchRun",
     "SearchMember", "Snapshot", "Store", "Subscriber", "Subscription", "Trial", "TrialAlias", "current_revision",
     "head_revision", "make_engine", "migrations_dir", "open_store", "seam_diff", "upgrade", "utcnow",
-    "_Prepared", "alembic_config", "safe_url",
+    "Prepared", "alembic_config", "safe_url",
 ]
 
 

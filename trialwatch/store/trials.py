@@ -13,7 +13,7 @@ from sqlalchemy import (
 
 from ..diff import Change
 from .models import Blob, ChangeRow, Snapshot, Trial, TrialAlias, utcnow
-from .records import _remember_alias
+from .records import remember_alias
 
 
 class TrialOps:
@@ -30,7 +30,7 @@ class TrialOps:
 
     def remember_alias(self, alias: str, nct_id: str) -> None:
         with self.session() as s, s.begin():
-            _remember_alias(s, alias, nct_id)
+            remember_alias(s, alias, nct_id)
 
     def mark_checked(self, nct_ids: Iterable[str], at: dt.datetime | None = None) -> None:
         """Records fetched-and-unchanged in bulk (the poller's cheap path)."""
