@@ -246,16 +246,16 @@ class _Cycle:
         fresh_searches = {x.name for x in self.config.searches} - self.store.searches_run()
         # The registry has not refreshed since the last complete poll (and no one forces a poll):
         # only what was never fetched or never run is asked for.
-        stale = last is not None and last.data_timestamp == version.data_timestamp and not force
-        if stale and not fresh_ids and not fresh_searches:
+        only_fresh = last is not None and last.data_timestamp == version.data_timestamp and not force
+        if only_fresh and not fresh_ids and not fresh_searches:
             self.report.skipped = True
             return
         since = self._since(last, force=force)
-        self.report.full = since is None and not stale
-        for search in [x for x in self.config.searches if not stale or x.name in fresh_searches]:
+        self.report.full = since is None and not only_fresh
+        for search in [x for x in self.config.searches if not only_fresh or x.name in fresh_searches]:
             self.checkpoint()
             self._run_search(search)
-        known = [] if stale else [i for i in watched if i not in fresh_ids and i not in self.done]
+        known = [] if only_fresh else [i for i in watched if i not in fresh_ids and i not in self.done]
         self._fetch(fresh_ids, since=None)
         self._fetch(known, since=since)
         self._follow_links()
