@@ -202,7 +202,6 @@ def test_record_that_disappears_is_an_event(run, api):
 
 
 def test_watch_adds_a_trial_the_poll_then_follows_and_unwatch_takes_it_off(run, api, record, db_url):
-    from trialwatch import poller
     from trialwatch.config import loads
     from trialwatch.store import open_store
 
@@ -215,11 +214,11 @@ def test_watch_adds_a_trial_the_poll_then_follows_and_unwatch_takes_it_off(run, 
     assert listed["NCT03934567"] == "trialwatch watch" and listed[NCT] == "config.yaml trials"
     store = open_store(db_url)
     config = loads(f"database: {db_url}\ntrials: [{NCT}]\n")
-    assert "NCT03934567" in poller.watched_ids(store, config)
+    assert "NCT03934567" in store.watched_ids(config)
     code, out, _ = run("unwatch", "NCT03934567", NCT)
     assert "NCT03934567: no longer watched" in out
     assert f"{NCT}: no longer on the `trialwatch watch` list, but still followed: config.yaml trials" in out
-    assert "NCT03934567" not in poller.watched_ids(store, config)
+    assert "NCT03934567" not in store.watched_ids(config)
     store.close()
 
 

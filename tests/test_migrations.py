@@ -45,7 +45,7 @@ def test_downgrade_and_upgrade_round_trip(db_url):
 
     s = st.open_store(db_url)
     with s.engine.begin() as conn:
-        command.downgrade(st._alembic_config(conn), "base")
+        command.downgrade(st.alembic_config(conn), "base")
     assert st.current_revision(s.engine) is None
     before, after = st.upgrade(s.engine)
     assert (before, after) == (None, st.head_revision())

@@ -165,7 +165,7 @@ def test_check_reports_a_malformed_record_and_still_checks_the_others(db_url, tm
 def test_update_dates_are_read_leniently_and_never_passed_through_unchecked(given, stored, record):
     r = record("NCT03934567")
     r["protocolSection"]["statusModule"]["lastUpdatePostDateStruct"] = {"date": given}
-    prep = st._Prepared.of(r)
+    prep = st.Prepared.of(r)
     assert prep.last_update_posted == stored
     assert bool(prep.problems) == (stored is None)
 
@@ -178,7 +178,7 @@ def test_update_dates_are_read_leniently_and_never_passed_through_unchecked(give
 def test_a_status_must_be_a_short_enum_word(status, stored, record):
     r = record("NCT03934567")
     r["protocolSection"]["statusModule"]["overallStatus"] = status
-    prep = st._Prepared.of(r)
+    prep = st.Prepared.of(r)
     assert prep.status == stored
     assert bool(prep.problems) == (stored is None)
 

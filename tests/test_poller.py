@@ -113,7 +113,7 @@ def test_a_poll_that_fails_part_way_keeps_what_it_fetched_and_retries_the_rest(s
         report = poller.poll(store, config, send=False, client=client_for(config, transport=FailFrom(4)))
         assert not report.complete and report.errors
         assert count(store, st.Snapshot) == 200 and count(store, st.ChangeRow) == 0
-        assert poller.last_complete_poll(store) is None
+        assert store.last_complete_poll() is None
         # Same dataTimestamp, but the last poll was not complete: no skip, the rest is fetched.
         report = poller.poll(store, config, send=False)
         assert report.complete and not report.skipped
@@ -171,7 +171,7 @@ def test_saved_search_membership_events(store, db_url):
         assert events[(ids[0], "search_unmatch")].detail == "its status is now Suspended"
         assert "no longer on ClinicalTrials.gov" in events[(ids[1], "search_unmatch")].detail
         # Members that left are no longer followed; the new one is.
-        assert set(poller.watched_ids(store, config)) == {ids[2], ids[3], ids[4]}
+        assert set(store.watched_ids(config)) == {ids[2], ids[3], ids[4]}
 
 
 def test_search_over_max_results_is_capped_with_a_warning(store, db_url, caplog):
@@ -192,7 +192,7 @@ def test_expanded_access_record_is_followed(store, db_url, record):
         assert report.complete and report.trials_checked == 2
         ea = store.trial("NCT99268603")
         assert ea is not None and ea.linked_from == "expanded_access:NCT03268603"
-        assert "NCT99268603" in poller.watched_ids(store, config)
+        assert "NCT99268603" in store.watched_ids(config)
 
 
 def test_alias_merges_into_the_new_id(store, db_url):
@@ -204,7 +204,7 @@ def test_alias_merges_into_the_new_id(store, db_url):
         report = poller.poll(store, config, send=False)
         assert report.complete and store.trial(new_id) is not None
         assert store.resolve_alias("NCT00000042") == new_id
-        assert poller.watched_ids(store, config) == [new_id]
+        assert store.watched_ids(config) == [new_id]
         api.set_data_timestamp(DAY2)
         assert poller.poll(store, config, send=False, force=True).complete
         assert count(store, st.Snapshot) == 1
@@ -351,7 +351,7 @@ def test_a_merge_seen_in_an_incremental_poll_is_remembered_as_an_alias(store, db
         report = poller.poll(store, config, send=False)
         assert report.complete and not report.full
         assert store.resolve_alias(old_id) == new_id
-        assert poller.watched_ids(store, config) == [new_id]
+        assert store.watched_ids(config) == [new_id]
 
 
 def test_a_lost_lease_stops_the_poll(store, db_url, monkeypatch):

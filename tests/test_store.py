@@ -219,7 +219,7 @@ def test_a_writer_that_loses_the_race_with_different_content_stores_its_version_
         if len(calls) == 1:
             # The other writer commits its version between our read and our insert, and our
             # insert meets UNIQUE(nct_id, seq).
-            real(self, [st._Prepared.of(winner)], [None], at, ignore, linked_from)
+            real(self, [st.Prepared.of(winner)], [None], at, ignore, linked_from)
             raise IntegrityError("INSERT INTO snapshots", {}, Exception("UNIQUE constraint failed"))
         return real(self, preps, requested, at, ignore, linked_from)
 
@@ -293,3 +293,45 @@ def test_work_prepared_before_the_write_lock_is_not_used_once_another_writer_mov
     assert [(c.field, c.old_value, c.new_value) for c in res.changes] == [
         ("overall_status", "RECRUITING", "SUSPENDED")]
     assert counts(store)["snapshots"] == 3
+
+
+class _Gone:
+    """A client for which every record answers 404."""
+
+    def study(self, nct_id):
+        from trialwatch.errors import TrialNotFound
+
+        raise TrialNotFound(f"{nct_id} is not on ClinicalTrials.gov")
+
+
+def _removed_events(store, nct_id):
+    with store.session() as s:
+        return list(s.scalars(select(st.ChangeRow.field).where(st.ChangeRow.nct_id == nct_id,
+                                                               st.ChangeRow.field == "record_removed")))
+
+
+def test_a_crash_between_storing_a_404_and_its_event_loses_neither(store, record, monkeypatch):
+    """`gone_at` and the record_removed event are one transaction: when writing the event
+    fails (the process dies there), the 404 is not remembered either, so the next check
+    stores both; the event is never lost."""
+    from trialwatch.check import fetch_records
+
+    store.record_fetch(record("NCT03934567"))
+    real, calls = type(store).add_events, []
+
+    def crash_once(self, *args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise RuntimeError("the process died here")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(store), "add_events", crash_once)
+    with pytest.raises(RuntimeError):
+        fetch_records(store, _Gone(), ["NCT03934567"])
+    assert _removed_events(store, "NCT03934567") == []
+    assert store.trial("NCT03934567").gone_at is None  # rolled back with the event
+    _, errors = fetch_records(store, _Gone(), ["NCT03934567"])
+    assert "NCT03934567" in errors
+    assert _removed_events(store, "NCT03934567") == ["record_removed"]
+    fetch_records(store, _Gone(), ["NCT03934567"])  # a third 404 is no news
+    assert _removed_events(store, "NCT03934567") == ["record_removed"]

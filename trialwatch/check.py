@@ -171,38 +171,9 @@ def fetch_records(store: "Store", client: "Client",
             got = client.study(wanted[req])
             fetched[req] = got.record
         except TrialNotFound as e:
-            mark_gone(store, wanted[req])
+            store.mark_gone(wanted[req])
             errors[req] = e
         except CtgovError as e:
             errors[req] = e
     return fetched, errors
 
-
-def mark_gone(store: "Store", nct_id: str) -> bool:
-    """A record answers 404. Seen before: store that as an event, once, and return True. Never
-    seen: remember the 404 (a trial row with ``gone_at`` and no snapshot), so a poll does not
-    count it as "never fetched" forever, and return False: there is no news to tell."""
-    from sqlalchemy import select
-
-    from .diff import Change
-    from .store import Snapshot, Trial, utcnow
-
-    with store.session() as s, s.begin():
-        trial = s.get(Trial, nct_id)
-        if trial is None:
-            s.add(Trial(nct_id=nct_id, first_seen_at=utcnow(), gone_at=utcnow(), last_checked_at=utcnow()))
-            return False
-        if trial.gone_at is not None:
-            trial.last_checked_at = utcnow()
-            return False
-        if s.scalar(select(Snapshot.id).where(Snapshot.nct_id == nct_id).limit(1)) is None:
-            trial.gone_at = trial.last_checked_at = utcnow()
-            return False
-        trial.gone_at = utcnow()
-        status = trial.overall_status
-    store.add_events(nct_id, [Change(
-        field="record_removed", label="Record no longer on ClinicalTrials.gov",
-        old=status, new=None, severity="critical",
-        detail="ClinicalTrials.gov answers 'not found' for this record; it may have been "
-               "withdrawn from public view or merged into another record.")])
-    return True

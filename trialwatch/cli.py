@@ -173,23 +173,17 @@ def check(c: Context, nct_ids: tuple[str, ...], as_json: bool, near: str | None 
 def watch(c: Context, nct_ids: tuple[str, ...]) -> None:
     """Add trials to the watch list (checked now, then by every poll); with none, list what the
     poll follows and why. config.yaml's `trials` is the other way to watch a trial."""
-    from sqlalchemy import update
-
     from .check import check_trials
-    from .poller import watch_reasons
-    from .store import Trial
 
     if not nct_ids:
-        for nct, reasons in watch_reasons(c.store, c.config).items():
+        for nct, reasons in c.store.watch_reasons(c.config).items():
             click.echo(f"{nct}  {', '.join(reasons)}")
         return
     ids = _normalize_all(nct_ids)
     c.sync_subscribers()
     results = check_trials(c.store, c.config, ids)
     added = [r.nct_id for r in results if r.error is None]
-    if added:
-        with c.store.session() as s, s.begin():
-            s.execute(update(Trial).where(Trial.nct_id.in_(added)).values(watched=True))
+    c.store.watch(added)
     for r in results:
         if r.error is None:
             from .untrusted import one_line  # record text: no escape sequences to the terminal
@@ -207,15 +201,9 @@ def watch(c: Context, nct_ids: tuple[str, ...]) -> None:
 @pass_ctx
 def unwatch(c: Context, nct_ids: tuple[str, ...]) -> None:
     """Take trials added with `trialwatch watch` off the watch list (their history is kept)."""
-    from sqlalchemy import update
-
-    from .poller import watch_reasons
-    from .store import Trial
-
     ids = [c.store.resolve_alias(n) for n in _normalize_all(nct_ids)]
-    with c.store.session() as s, s.begin():
-        s.execute(update(Trial).where(Trial.nct_id.in_(ids)).values(watched=False))
-    reasons = watch_reasons(c.store, c.config)
+    c.store.unwatch(ids)
+    reasons = c.store.watch_reasons(c.config)
     for nct in ids:
         still = [r for r in reasons.get(nct, []) if r != "trialwatch watch"]
         if still:
@@ -409,14 +397,14 @@ def db() -> None:
 @pass_ctx
 def db_upgrade(c: Context) -> None:
     """Create the database, or migrate an older one to this trialwatch's schema."""
-    from .store import make_engine, upgrade, _safe_url
+    from .store import make_engine, safe_url, upgrade
 
     engine = make_engine(c.config.database_url)
     try:
         before, after = upgrade(engine)
     finally:
         engine.dispose()
-    where = _safe_url(c.config.database_url)
+    where = safe_url(c.config.database_url)
     if before == after:
         click.echo(f"{where}: already at migration {after}")
     else:
@@ -581,17 +569,8 @@ def unsubscribe(c: Context, token: str) -> None:
 @pass_ctx
 def subscribers(c: Context, as_json: bool) -> None:
     """List subscribers, their state (pending, active, unsubscribed) and what they follow."""
-    from sqlalchemy import select
-
-    from .store import Subscriber
-
     c.sync_subscribers()
-    with c.store.session() as s:
-        subs = list(s.scalars(select(Subscriber).order_by(Subscriber.email)))
-        rows = [{"email": x.email, "name": x.name, "state": x.state, "source": x.source,
-                 "min_severity": x.min_severity, "digest": x.digest,
-                 "trials": sorted(t.target for t in x.subscriptions if t.kind == "trial"),
-                 "searches": sorted(t.target for t in x.subscriptions if t.kind == "search")} for x in subs]
+    rows = c.store.subscriber_list()
     if as_json:
         _emit_json(rows)
         return

@@ -214,7 +214,7 @@ class Client:
             raise CtgovBadResponse(f"GET /studies/{requested} answered JSON that is not a study record: "
                                    f"{_excerpt(json.dumps(data))}")
         canonical = nct_of(data)
-        if canonical != requested and not redirected and requested not in _aliases(data):
+        if canonical != requested and not redirected and requested not in record_aliases(data):
             # Neither a redirect nor a listed alias: the registry answered for another trial.
             raise CtgovBadResponse(f"asked ClinicalTrials.gov for {requested} and got {canonical} instead")
         return Fetched(nct_id=canonical, requested_id=requested, record=data,
@@ -474,7 +474,8 @@ def _check_page(page: Any) -> None:
         raise CtgovBadResponse(f"GET /studies: nextPageToken is not a string: {token!r}")
 
 
-def _aliases(record: dict) -> set[str]:
+def record_aliases(record: dict) -> set[str]:
+    """The NCT numbers a record lists as its aliases (``nctIdAliases``), normalised."""
     out = set()
     for a in record.get("protocolSection", {}).get("identificationModule", {}).get("nctIdAliases") or []:
         try:
@@ -488,4 +489,5 @@ def _describe_params(params: dict[str, str]) -> str:
     return " ".join(f"{k}={v!r}" for k, v in params.items()) or "(all studies)"
 
 
-__all__ = ["Client", "Fetched", "Version", "SearchResult", "Stats", "default_user_agent", "parse_retry_after"]
+__all__ = ["Client", "Fetched", "Version", "SearchResult", "Stats", "default_user_agent", "parse_retry_after",
+           "record_aliases"]

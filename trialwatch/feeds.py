@@ -24,16 +24,10 @@ def _x(text: str) -> str:
 
 
 def trial_feed(store: "Store", config: "Config", nct_id: str) -> bytes:
-    from sqlalchemy import select
-
-    from .store import ChangeRow
-
     trial = store.trial(nct_id)
     title = f"{nct_id}: {trial.title}" if trial and trial.title else nct_id
-    with store.session() as s:
-        # History backfilled from the registry is not news: feeds carry what changed since.
-        rows = list(s.scalars(select(ChangeRow).where(ChangeRow.nct_id == nct_id, ChangeRow.historical.is_(False))
-                              .order_by(ChangeRow.detected_at.desc(), ChangeRow.id.desc()).limit(MAX_ENTRIES)))
+    # History backfilled from the registry is not news: feeds carry what changed since.
+    rows = store.trial_feed_changes(nct_id, limit=MAX_ENTRIES)
     base = config.email.public_url
     return _feed(f"{base}/trials/{nct_id}", f"Changes to {title}", rows, base,
                  self_url=f"{base}/trials/{nct_id}/feed.atom", page_url=f"{base}/trials/{nct_id}")
@@ -41,16 +35,7 @@ def trial_feed(store: "Store", config: "Config", nct_id: str) -> bytes:
 
 def search_feed(store: "Store", config: "Config", name: str) -> bytes:
     """Search membership events, and changes to every trial the search has matched."""
-    from sqlalchemy import or_, select
-
-    from .store import ChangeRow, SearchMember
-
-    members = select(SearchMember.nct_id).where(SearchMember.search == name)
-    with store.session() as s:
-        rows = list(s.scalars(select(ChangeRow)
-                              .where(or_(ChangeRow.search == name, ChangeRow.nct_id.in_(members)),
-                                     ChangeRow.historical.is_(False))
-                              .order_by(ChangeRow.detected_at.desc(), ChangeRow.id.desc()).limit(MAX_ENTRIES)))
+    rows = store.search_feed_changes(name, limit=MAX_ENTRIES)
     base = config.email.public_url
     return _feed(f"{base}/searches/{name}/feed.atom", f"Saved search {name}", rows, base,
                  self_url=f"{base}/searches/{name}/feed.atom", page_url=f"{base}/")

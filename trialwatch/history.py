@@ -188,19 +188,13 @@ class Timeline:
 def timeline(store: "Store", nct_id: str, *, today: dt.date | None = None) -> Timeline:
     """Status runs, oldest first: the registry's versions (its own dates), then what live
     snapshots saw after the version list was fetched. Consecutive equal statuses merge."""
-    from sqlalchemy import select
-
-    from .store import Snapshot
-
     today = today or dt.datetime.now(dt.timezone.utc).date()
     row, versions = store.registry_history(nct_id)
     points: list[tuple[str, str | None, int | None]] = []  # (date, status, version)
     registry = row is not None and row.state == "ok" and bool(versions)
     if registry:
         points = [(v.date, v.overall_status, v.version) for v in versions]
-    with store.session() as s:
-        live = list(s.scalars(select(Snapshot).where(Snapshot.nct_id == nct_id, Snapshot.source.is_(None))
-                              .order_by(Snapshot.seq)))
+    live = store.live_snapshots(nct_id)
     for snap in live:
         if not registry:
             points.append((snap.fetched_at.date().isoformat(), snap.overall_status, None))
@@ -343,12 +337,4 @@ def ids_for_backfill(store: "Store", config: "Config", given: list[str], all_: b
         return [store.resolve_alias(n) for n in given]
     if not all_:
         raise UsageError("no trial to backfill", hint="Name trials, e.g. 'trialwatch backfill NCT03268603', or use --all.")
-    from sqlalchemy import select
-
-    from .poller import watched_ids
-    from .store import Snapshot
-
-    ids = watched_ids(store, config)
-    with store.session() as s:
-        have = set(s.scalars(select(Snapshot.nct_id).where(Snapshot.source.is_(None)).distinct()))
-    return [i for i in ids if i in have]
+    return store.with_live_snapshot(store.watched_ids(config))

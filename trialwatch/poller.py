@@ -37,6 +37,7 @@ from .errors import (
 if TYPE_CHECKING:
     from .config import Config, SearchConfig
     from .ctgov import Client
+    from .diff import Change
     from .store import Store
 
 log = logging.getLogger("trialwatch.poller")
@@ -92,54 +93,6 @@ class LeaseLost(LockLost):
     another poller took it): this cycle stops rather than poll beside the other one."""
 
 
-def last_complete_poll(store: "Store"):
-    from sqlalchemy import select
-
-    from .store import Poll
-
-    with store.session() as s:
-        return s.scalars(select(Poll).where(Poll.complete.is_(True))
-                         .order_by(Poll.id.desc()).limit(1)).first()
-
-
-def watch_reasons(store: "Store", config: "Config") -> dict[str, list[str]]:
-    """Every record the poll follows, in order, with why: config trials (and config
-    subscribers' trials), `trialwatch watch`, web subscribers' trials, linked records, and the
-    members of saved searches. Aliases are resolved to their current IDs. The one definition of
-    what is watched: the poller, `trialwatch watch` and the web pages all read it."""
-    from sqlalchemy import select
-
-    from .store import SearchMember, Subscriber, Subscription, Trial, TrialAlias
-
-    found: list[tuple[str, str]] = [(n, "config.yaml trials") for n in config.trials]
-    found += [(n, f"config.yaml subscriber {sub.email}") for sub in config.subscribers for n in sub.trials]
-    names = {x.name for x in config.searches}
-    with store.session() as s:
-        found += [(n, "trialwatch watch") for n in s.scalars(
-            select(Trial.nct_id).where(Trial.watched.is_(True)).order_by(Trial.nct_id))]
-        # Config subscribers' trials are listed above, from the file itself.
-        found += [(n, f"web subscriber {email}") for n, email in s.execute(
-            select(Subscription.target, Subscriber.email).join(Subscriber)
-            .where(Subscription.kind == "trial", Subscriber.state == "active", Subscriber.source != "config"))]
-        found += [(n, link.replace("expanded_access:", "expanded access of ")) for n, link in s.execute(
-            select(Trial.nct_id, Trial.linked_from).where(Trial.linked_from.is_not(None)))]
-        found += [(n, f"saved search {name}") for n, name in s.execute(
-            select(SearchMember.nct_id, SearchMember.search).where(SearchMember.active.is_(True)))
-            if name in names]
-        aliases = dict(s.execute(select(TrialAlias.alias, TrialAlias.nct_id)).all())
-    out: dict[str, list[str]] = {}
-    for nct, why in found:
-        reasons = out.setdefault(aliases.get(nct, nct), [])
-        if why not in reasons:
-            reasons.append(why)
-    return out
-
-
-def watched_ids(store: "Store", config: "Config") -> list[str]:
-    """Every record the poll follows (``watch_reasons`` without the reasons)."""
-    return list(watch_reasons(store, config))
-
-
 def poll(store: "Store", config: "Config", *, client: "Client | None" = None, force: bool = False,
          send: bool = True, stop: threading.Event | None = None) -> PollReport:
     """Run one cycle and return its report. Takes the database poll lock; raises LockHeld
@@ -163,18 +116,13 @@ def poll(store: "Store", config: "Config", *, client: "Client | None" = None, fo
 
 def _poll_locked(store, config, *, client, force, send, stop, renew, lost) -> PollReport:  # noqa: ANN001
     from .ctgov import Client
-    from .store import Poll, utcnow
 
     own_client = client is None
     # Our own client's waits (throttle, backoff, Retry-After) end at a stop request.
     client = client or Client.from_config(config.ctgov, sleep=_stoppable_sleep(stop))
     report = PollReport()
     start_requests, start_bytes = client.stats.requests, client.stats.bytes_received
-    with store.session() as s, s.begin():
-        row = Poll(started_at=utcnow())
-        s.add(row)
-        s.flush()
-        report.poll_id = row.id
+    report.poll_id = store.start_poll()
     cycle = _Cycle(store, config, client, report, stop, renew, lost)
     lease_lost = False
     try:
@@ -218,32 +166,15 @@ def _lines(errors: list) -> list[str]:
 
 
 def _finish_row(store: "Store", report: PollReport) -> None:
-    from .store import Poll, utcnow
-
-    with store.session() as s, s.begin():
-        row = s.get(Poll, report.poll_id)
-        row.finished_at = utcnow()
-        row.complete = report.complete
-        row.skipped = report.skipped
-        row.full = report.full
-        row.data_timestamp = report.data_timestamp
-        row.requests = report.requests
-        row.bytes_received = report.bytes_received
-        row.trials_checked = report.trials_checked
-        row.trials_changed = report.trials_changed
-        row.changes = report.changes
-        row.error = "; ".join(_lines(report.errors)) or None
+    store.finish_poll(report.poll_id, complete=report.complete, skipped=report.skipped, full=report.full,
+                      data_timestamp=report.data_timestamp, requests=report.requests,
+                      bytes_received=report.bytes_received, trials_checked=report.trials_checked,
+                      trials_changed=report.trials_changed, changes=report.changes,
+                      error="; ".join(_lines(report.errors)) or None)
 
 
 def _send(store: "Store", config: "Config", report: PollReport) -> None:
-    from sqlalchemy import func, select
-
-    from .store import OutboxRow, Message
-
-    with store.session() as s:
-        pending = s.scalar(select(func.count()).select_from(OutboxRow).where(OutboxRow.message_id.is_(None)))
-        queued = s.scalar(select(func.count()).select_from(Message).where(Message.state == "queued"))
-    if not pending and not queued:
+    if not store.mail_waiting():
         return
     from .notify import send_pending, undelivered
 
@@ -309,27 +240,22 @@ class _Cycle:
     def run(self, *, force: bool) -> None:
         version = self.client.version()
         self.report.data_timestamp = version.data_timestamp
-        last = last_complete_poll(self.store)
-        watched = watched_ids(self.store, self.config)
-        fresh_ids = self._never_fetched(watched)
-        fresh_searches = self._never_run_searches()
-        unchanged_data = last is not None and last.data_timestamp == version.data_timestamp
-        if unchanged_data and not force and not fresh_ids and not fresh_searches:
+        last = self.store.last_complete_poll()
+        watched = self.store.watched_ids(self.config)
+        fresh_ids = self.store.never_fetched(watched)
+        fresh_searches = {x.name for x in self.config.searches} - self.store.searches_run()
+        # The registry has not refreshed since the last complete poll (and no one forces a poll):
+        # only what was never fetched or never run is asked for.
+        only_fresh = last is not None and last.data_timestamp == version.data_timestamp and not force
+        if only_fresh and not fresh_ids and not fresh_searches:
             self.report.skipped = True
             return
-        since = None
-        if last is not None and last.data_timestamp and not force and not self._full_sweep_due():
-            # The data date of the last complete poll, with a day of overlap.
-            since = dt.date.fromisoformat(last.data_timestamp[:10]) - dt.timedelta(days=1)
-        self.report.full = since is None and not (unchanged_data and not force)
-        searches = self.config.searches if not (unchanged_data and not force) else [
-            s for s in self.config.searches if s.name in fresh_searches]
-        for search in searches:
+        since = self._since(last, force=force)
+        self.report.full = since is None and not only_fresh
+        for search in [x for x in self.config.searches if not only_fresh or x.name in fresh_searches]:
             self.checkpoint()
             self._run_search(search)
-        known = [i for i in watched if i not in fresh_ids and i not in self.done]
-        if unchanged_data and not force:
-            known = []
+        known = [] if only_fresh else [i for i in watched if i not in fresh_ids and i not in self.done]
         self._fetch(fresh_ids, since=None)
         self._fetch(known, since=since)
         self._follow_links()
@@ -345,41 +271,21 @@ class _Cycle:
                       list(dict.fromkeys(watched + sorted(self.done))), checkpoint=self.checkpoint)
 
     # -- what needs fetching ----------------------------------------------------------------
+    def _since(self, last, *, force: bool) -> dt.date | None:  # noqa: ANN001
+        """The update date to ask from: the data date of the last complete poll, with a day of
+        overlap; None (fetch everything) when forced, with no such poll, or when a full sweep is due."""
+        if last is not None and last.data_timestamp and not force and not self._full_sweep_due():
+            return dt.date.fromisoformat(last.data_timestamp[:10]) - dt.timedelta(days=1)
+        return None
+
     def _full_sweep_due(self) -> bool:
         """Every ``full_sweep_days`` a poll fetches every record whatever its update date: the
         incremental listing cannot show a record that was removed (404) or one changed without
         its LastUpdatePostDate moving."""
-        from sqlalchemy import select
+        from .store import utcnow
 
-        from .store import Poll, utcnow
-
-        with self.store.session() as s:
-            last_full = s.scalars(select(Poll.started_at).where(Poll.complete.is_(True), Poll.full.is_(True))
-                                  .order_by(Poll.id.desc()).limit(1)).first()
+        last_full = self.store.last_full_sweep()
         return last_full is None or utcnow() - last_full >= dt.timedelta(days=self.config.full_sweep_days)
-
-    def _never_fetched(self, ids: list[str]) -> list[str]:
-        from sqlalchemy import select
-
-        from .store import Snapshot, Trial
-
-        with self.store.session() as s:
-            # Live snapshots only: versions backfilled from the registry are not a fetch.
-            have = set(s.scalars(select(Snapshot.nct_id).where(Snapshot.nct_id.in_(ids), Snapshot.source.is_(None))
-                                 .distinct())) if ids else set()
-            # An id that answered 404 has been fetched: the full sweep asks again.
-            have |= set(s.scalars(select(Trial.nct_id).where(Trial.nct_id.in_(ids),
-                                                               Trial.gone_at.is_not(None)))) if ids else set()
-        return [i for i in ids if i not in have]
-
-    def _never_run_searches(self) -> set[str]:
-        from sqlalchemy import select
-
-        from .store import SavedSearchRun
-
-        with self.store.session() as s:
-            ran = set(s.scalars(select(SavedSearchRun.name)))
-        return {x.name for x in self.config.searches} - ran
 
     # -- fetching ---------------------------------------------------------------------------
     def _store(self, raw: dict, *, requested: str | None = None, linked_from: str | None = None) -> str:
@@ -428,7 +334,7 @@ class _Cycle:
     def _fetch(self, ids: list[str], *, since: dt.date | None) -> None:
         """Batched fetch of ``ids``. Without ``since`` every id must come back; one that does
         not is looked up alone, which tells an alias (301) from a removed record (404)."""
-        from .ctgov import _aliases
+        from .ctgov import record_aliases
         from .record import nct_of
         from .store import utcnow
 
@@ -446,7 +352,7 @@ class _Cycle:
             requested: list[str | None] = []
             for raw in raws:
                 nct = nct_of(raw)
-                alias = None if nct in asked else next(iter(sorted(_aliases(raw) & asked)), None)
+                alias = None if nct in asked else next(iter(sorted(record_aliases(raw) & asked)), None)
                 requested.append(alias)
                 if alias:
                     log.info("%s is now %s on ClinicalTrials.gov; following the new ID", alias, nct)
@@ -464,12 +370,10 @@ class _Cycle:
             self.done.update(unchanged)
 
     def _fetch_alone(self, nct: str) -> None:
-        from .check import mark_gone
-
         try:
             got = self.client.study(nct)
         except TrialNotFound:
-            if mark_gone(self.store, nct):
+            if self.store.mark_gone(nct):
                 self.report.events += 1
             log.warning("%s: ClinicalTrials.gov answers 404 (not found)", nct)
             return
@@ -481,15 +385,10 @@ class _Cycle:
         """Expanded-access records named by a record received in this cycle are followed as
         related records. Only received records can name a new link: an unchanged record's
         links were followed when it was last received, and are in ``watched_ids`` since."""
-        from sqlalchemy import select
-
-        from .store import Trial
-
         links = {ea: nct for nct, ea in self.links.items() if ea not in self.done}
         if not links:
             return
-        with self.store.session() as s:
-            known = set(s.scalars(select(Trial.nct_id).where(Trial.nct_id.in_(list(links)))))
+        known = self.store.known_trials(links)
         for i in [i for i in links if i not in known]:
             self.checkpoint()
             try:
@@ -501,11 +400,7 @@ class _Cycle:
 
     # -- saved searches ---------------------------------------------------------------------
     def _run_search(self, search: "SearchConfig") -> None:
-        from sqlalchemy import select
-
-        from .diff import Change
-        from .record import words
-        from .store import SavedSearchRun, SearchMember, Trial, utcnow
+        from .store import utcnow
 
         result = self.client.search(search.query_params(), max_results=search.max_results)
         if result.capped:
@@ -515,55 +410,37 @@ class _Cycle:
         batch = max(1, self.config.ctgov.batch_size)
         for start in range(0, len(result.records), batch):
             ids += self._store_all(result.records[start:start + batch])
-        with self.store.session() as s:
-            members = {m.nct_id: m.active for m in s.scalars(
-                select(SearchMember).where(SearchMember.search == search.name))}
-            # First run: record membership silently, like a first snapshot. A search that
-            # matched nothing at first has still run: what it matches later is news.
-            baseline = s.get(SavedSearchRun, search.name) is None
+        # First run: record membership silently, like a first snapshot. A search that matched
+        # nothing at first has still run: what it matches later is news.
+        members, has_run = self.store.search_members(search.name)
         joined = [i for i in ids if not members.get(i)]
         # A capped result set cannot tell who left.
         left = [] if result.capped else [i for i, active in members.items() if active and i not in ids]
         # Fetch the leavers now, so the event can say why (their status changed, or gone).
         self._fetch([i for i in left if i not in self.done], since=None)
-        now = utcnow()
-        with self.store.session() as s, s.begin():
-            rows = {m.nct_id: m for m in s.scalars(select(SearchMember).where(SearchMember.search == search.name))}
-            for i in ids:
-                m = rows.get(i)
-                if m is None:
-                    s.add(SearchMember(search=search.name, nct_id=i, first_seen=now, last_seen=now, active=True))
-                else:
-                    m.active, m.last_seen = True, now
-            for i in left:
-                rows[i].active = False
-            run = s.get(SavedSearchRun, search.name)
-            if run is None:
-                s.add(SavedSearchRun(name=search.name, first_run_at=now, last_run_at=now, last_count=len(ids)))
-            else:
-                run.last_run_at, run.last_count = now, len(ids)
-            statuses = {t.nct_id: (t.overall_status, t.gone_at) for t in s.scalars(
-                select(Trial).where(Trial.nct_id.in_(left)))} if left else {}
-            if baseline:
-                return
-            # Events in the same transaction as the membership they describe: none is lost
-            # or written twice if the process dies here.
-            for i in joined:
-                self.report.events += 1
-                self.store.add_events(i, [Change(
-                    field="search_match", label=f"Now matches saved search “{search.name}”",
-                    old=None, new=search.name, severity="important")], search=search.name,
-                    at=now, session=s)
-            for i in left:
-                status, gone = statuses.get(i, (None, None))
-                if gone:
-                    why = "the record is no longer on ClinicalTrials.gov"
-                elif search.status and status and status not in search.status:
-                    why = f"its status is now {words(status)}"
-                else:
-                    why = "it no longer appears in the search's results"
-                self.report.events += 1
-                self.store.add_events(i, [Change(
-                    field="search_unmatch", label=f"No longer matches saved search “{search.name}”",
-                    old=search.name, new=None, severity="important", detail=why)],
-                    search=search.name, at=now, session=s)
+        events = (lambda states: _search_events(search, joined, left, states)) if has_run else None
+        self.report.events += self.store.record_search_run(search.name, ids, left, events=events, at=utcnow())
+
+
+def _search_events(search: "SearchConfig", joined: list[str], left: list[str],
+                   states: dict) -> list[tuple[str, "Change"]]:
+    """Who joined and who left a saved search, as events; ``states`` holds each leaver's
+    ``(overall_status, gone_at)``, read in the transaction that stores the events."""
+    from .diff import Change
+
+    events = [(i, Change(field="search_match", label=f"Now matches saved search “{search.name}”",
+                         old=None, new=search.name, severity="important")) for i in joined]
+    events += [(i, Change(field="search_unmatch", label=f"No longer matches saved search “{search.name}”",
+                          old=search.name, new=None, severity="important",
+                          detail=_why_left(search, *states.get(i, (None, None))))) for i in left]
+    return events
+
+
+def _why_left(search: "SearchConfig", status: str | None, gone: object) -> str:
+    from .record import words
+
+    if gone:
+        return "the record is no longer on ClinicalTrials.gov"
+    if search.status and status and status not in search.status:
+        return f"its status is now {words(status)}"
+    return "it no longer appears in the search's results"

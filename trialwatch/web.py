@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from . import record as rec
 from . import tokens, untrusted
 from .config import SEVERITIES, Config
-from .errors import InvalidNctId, MailError, StoreError, TokenError, UsageError
+from .errors import InvalidNctId, MailError, TokenError, UsageError
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -150,8 +150,9 @@ class Web:
     def page(self, fn: Callable, *, csrf: bool = True) -> Callable:
         """An endpoint: read the form (POST), check CSRF, then run ``fn`` in a worker thread
         (the store and the mailer are synchronous)."""
-        from sqlalchemy.exc import SQLAlchemyError
         from starlette.concurrency import run_in_threadpool
+
+        from .store import DATABASE_ERRORS
 
         async def endpoint(request: "Request") -> "Response":
             form = None
@@ -162,7 +163,7 @@ class Web:
                                         "Please go back, reload the page and submit the form again.")
             try:
                 return await run_in_threadpool(fn, request, form)
-            except (StoreError, SQLAlchemyError) as e:
+            except DATABASE_ERRORS as e:
                 log.error("database unavailable: %s", e)
                 return self.message(request, 503, "Temporarily unavailable",
                                     "The database cannot be reached right now. Please try again in a few minutes.")
@@ -177,27 +178,16 @@ class Web:
     # -- what is watched ------------------------------------------------------------------
     def watched_ids(self) -> list[str]:
         """What the poller follows, no more: a page must not list a trial nobody polls."""
-        from .poller import watched_ids
-
-        return watched_ids(self.store, self.config)
+        return self.store.watched_ids(self.config)
 
     # -- status pages ---------------------------------------------------------------------
     def index(self, request: "Request", form: Any) -> "Response":
-        from sqlalchemy import func, select
-
-        from .store import ChangeRow, Poll, SearchMember, Trial
-
-        with self.store.session() as s:
-            rows = {t.nct_id: t for t in s.scalars(select(Trial))}
-            last_poll = s.scalars(select(Poll).order_by(Poll.started_at.desc(), Poll.id.desc()).limit(1)).first()
-            members = dict(s.execute(select(SearchMember.search, func.count())
-                                     .where(SearchMember.active.is_(True)).group_by(SearchMember.search)).all())
-            search_changed = dict(s.execute(select(ChangeRow.search, func.max(ChangeRow.detected_at))
-                                            .where(ChangeRow.search.is_not(None)).group_by(ChangeRow.search)).all())
+        data = self.store.index_data()
+        rows, last_poll = data.trials, data.last_poll
         trials = [{"nct_id": n, "row": rows.get(n), "missed_last_poll": _missed(rows.get(n), last_poll)}
                   for n in self.watched_ids()]
-        searches = [{"cfg": sc, "members": members.get(sc.name, 0), "last_change": search_changed.get(sc.name)}
-                    for sc in self.config.searches]
+        searches = [{"cfg": sc, "members": data.search_members.get(sc.name, 0),
+                     "last_change": data.search_last_change.get(sc.name)} for sc in self.config.searches]
         return self.render(request, "index.html", trials=trials, searches=searches, last_poll=last_poll)
 
     def trial(self, request: "Request", form: Any) -> "Response":
@@ -226,22 +216,14 @@ class Web:
 
     def search(self, request: "Request", form: Any) -> "Response":
         """A saved search: the trials it matches now, and who joined or left it, newest first."""
-        from sqlalchemy import select
-
-        from .store import ChangeRow, SearchMember, Trial
-
         name = request.path_params["name"]
         sc = next((x for x in self.config.searches if x.name == name), None)
         if sc is None:
             return self.not_found(request)
-        with self.store.session() as s:
-            ids = list(s.scalars(select(SearchMember.nct_id).where(
-                SearchMember.search == name, SearchMember.active.is_(True)).order_by(SearchMember.nct_id)))
-            rows = {t.nct_id: t for t in s.scalars(select(Trial).where(Trial.nct_id.in_(ids)))} if ids else {}
-            events = list(s.scalars(select(ChangeRow).where(ChangeRow.search == name)
-                                    .order_by(ChangeRow.detected_at.desc(), ChangeRow.id.desc()).limit(100)))
-        return self.render(request, "search.html", sc=sc, trials=[{"nct_id": i, "row": rows.get(i)} for i in ids],
-                           events=events)
+        data = self.store.search_page_data(name)
+        return self.render(request, "search.html", sc=sc,
+                           trials=[{"nct_id": i, "row": data.trials.get(i)} for i in data.nct_ids],
+                           events=data.events)
 
     def not_found(self, request: "Request", exc: Exception | None = None) -> "Response":
         return self.message(request, 404, "Not found",
@@ -274,8 +256,9 @@ class Web:
         is a 503, not a hung request."""
         from concurrent.futures import TimeoutError as ProbeTimeout
 
-        from sqlalchemy.exc import SQLAlchemyError
         from starlette.responses import JSONResponse
+
+        from .store import DATABASE_ERRORS
 
         no_store = {"cache-control": "no-store"}
         try:
@@ -284,7 +267,7 @@ class Web:
             log.error("health: the database did not answer within %g s", HEALTH_TIMEOUT_S)
             return JSONResponse({"database": "not answering", "last_complete_poll": None, "outbox_backlog": None},
                                 status_code=503, headers=no_store)
-        except (StoreError, SQLAlchemyError):
+        except DATABASE_ERRORS:
             return JSONResponse({"database": "unreachable", "last_complete_poll": None, "outbox_backlog": None},
                                 status_code=503, headers=no_store)
         return JSONResponse({"database": "ok", "last_complete_poll": _iso(last), "outbox_backlog": backlog},
@@ -302,18 +285,7 @@ class Web:
         return self._probes
 
     def _health_probe(self) -> tuple[Any, Any]:
-        from sqlalchemy import func, or_, select
-
-        from .store import Message, OutboxRow, Poll
-
-        with self.store.session() as s:
-            last = s.scalar(select(func.max(Poll.finished_at)).where(Poll.complete.is_(True)))
-            # Changes owed to someone and not yet delivered: not in a message, or in one
-            # that has not been sent.
-            backlog = s.scalar(select(func.count()).select_from(OutboxRow)
-                               .outerjoin(Message, Message.id == OutboxRow.message_id)
-                               .where(or_(OutboxRow.message_id.is_(None), Message.state != "sent")))
-        return last, backlog
+        return self.store.health()
 
     # -- subscribe ---------------------------------------------------------------------------
     def subscribe(self, request: "Request", form: Any) -> "Response":
@@ -487,12 +459,7 @@ class Web:
     # -- the preferences form, shared by subscribe and manage -------------------------------
     def prefs_form(self, request: "Request", template: str, trial_ids: list[str], *, status: int = 200,
                    **ctx: Any) -> "Response":
-        from sqlalchemy import select
-
-        from .store import Trial
-
-        with self.store.session() as s:
-            titles = dict(s.execute(select(Trial.nct_id, Trial.title).where(Trial.nct_id.in_(trial_ids))).all())
+        titles = self.store.trial_titles(trial_ids)
         ctx.setdefault("trials", [])
         ctx.setdefault("searches", [])
         ctx.setdefault("min_severity", "important")

@@ -21,17 +21,17 @@ Nothing here is built at import time: ``open_store(url)`` makes the engine.
 from __future__ import annotations
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import StoreError
 from .engine import (
-    _READ_ONLY,
+    READ_ONLY,
     SCHEMA_REVISION,
     WRITE_CHUNK,
-    _alembic_config,
-    _safe_url,
-    _Session,
+    alembic_config,
+    safe_url,
+    StoreSession,
     current_revision,
     head_revision,
     make_engine,
@@ -60,28 +60,37 @@ from .models import (
     TrialAlias,
     utcnow,
 )
-from .records import Recorded, _Prepared, seam_diff
+from .pages import IndexData, PageOps, SearchPageData
+from .polls import PollOps
+from .records import Recorded, Prepared, seam_diff
 from .registry import RegistryOps
+from .searches import SearchOps
 from .snapshots import SnapshotOps
 from .trials import TrialOps
+from .watch import WatchOps
+
+# What a caller outside the store catches as "the database is unavailable", without
+# importing SQLAlchemy itself.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (StoreError, SQLAlchemyError)
 
 __all__ = [
-    "REGISTRY_SEQ_BASE", "SCHEMA_REVISION", "WRITE_CHUNK", "Base", "Blob", "ChangeRow", "Lock", "Message",
+    "DATABASE_ERRORS", "REGISTRY_SEQ_BASE", "SCHEMA_REVISION", "IndexData", "SearchPageData", "WRITE_CHUNK", "Base", "Blob", "ChangeRow", "Lock", "Message",
     "OutboxRow", "Poll", "RateEvent", "Recorded", "RegistryHistory", "RegistryVersion", "SavedSearchRun",
     "SearchMember", "Snapshot", "Store", "Subscriber", "Subscription", "Trial", "TrialAlias", "current_revision",
     "head_revision", "make_engine", "migrations_dir", "open_store", "seam_diff", "upgrade", "utcnow",
-    "_Prepared", "_alembic_config", "_safe_url",
+    "Prepared", "alembic_config", "safe_url",
 ]
 
 
-class Store(SnapshotOps, RegistryOps, TrialOps, LockOps):
-    """The database, opened. Cheap methods over short transactions; the named operations live in
-    one module per concern (snapshots, registry, trials, locks) and are mixed in here."""
+class Store(SnapshotOps, RegistryOps, TrialOps, LockOps, WatchOps, PollOps, SearchOps, PageOps):
+    """The database, opened, and the only place that queries it. Cheap methods over short
+    transactions; the named operations live in one module per concern (snapshots, registry,
+    trials, locks, watch, polls, searches, pages) and are mixed in here."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        writer = type("_WriteSession", (_Session,), {"_writer": engine})
-        self.sessions = sessionmaker(engine.execution_options(**{_READ_ONLY: True}),
+        writer = type("_WriteSession", (StoreSession,), {"_writer": engine})
+        self.sessions = sessionmaker(engine.execution_options(**{READ_ONLY: True}),
                                      class_=writer, expire_on_commit=False)
 
     def session(self) -> Session:
@@ -100,20 +109,20 @@ def open_store(url: str, *, create: bool = True) -> Store:
         head = SCHEMA_REVISION
         if current is None:
             if not create:
-                raise StoreError(f"database {_safe_url(url)} is empty", hint="Run 'trialwatch db upgrade'.")
+                raise StoreError(f"database {safe_url(url)} is empty", hint="Run 'trialwatch db upgrade'.")
             upgrade(engine)  # creates it, unless another process just did (checked under a lock)
         elif current != head:
             from alembic.script import ScriptDirectory
 
-            known = {r.revision for r in ScriptDirectory.from_config(_alembic_config()).walk_revisions()}
+            known = {r.revision for r in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
             if current not in known:
-                raise StoreError(f"database {_safe_url(url)} is at migration {current}, newer than this "
+                raise StoreError(f"database {safe_url(url)} is at migration {current}, newer than this "
                                  f"trialwatch ({head})", hint="Upgrade trialwatch.")
-            raise StoreError(f"database {_safe_url(url)} is at migration {current}; this trialwatch needs {head}",
+            raise StoreError(f"database {safe_url(url)} is at migration {current}; this trialwatch needs {head}",
                              hint="Back it up, then run 'trialwatch db upgrade'.")
     except OperationalError as e:
         engine.dispose()
-        raise StoreError(f"cannot open database {_safe_url(url)}: {e.orig}") from None
+        raise StoreError(f"cannot open database {safe_url(url)}: {e.orig}") from None
     except StoreError:
         engine.dispose()
         raise

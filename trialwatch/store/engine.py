@@ -38,14 +38,14 @@ def make_engine(url: str) -> Engine:
                 # apply); IMMEDIATE takes the write lock up front and waits its turn instead.
                 # Reads only (a Store session without an explicit begin()) stay DEFERRED: in
                 # WAL mode they read a snapshot and never wait on, or hold up, the writer.
-                if conn.get_execution_options().get(_READ_ONLY):
+                if conn.get_execution_options().get(READ_ONLY):
                     conn.exec_driver_sql("BEGIN")
                 else:
                     conn.exec_driver_sql("BEGIN IMMEDIATE")
         else:
             engine = _postgresql_engine(url)
     except (SQLAlchemyError, ImportError, ValueError) as e:
-        raise StoreError(f"cannot use database {_safe_url(url)}: {e}") from None
+        raise StoreError(f"cannot use database {safe_url(url)}: {e}") from None
     return engine
 
 
@@ -91,14 +91,14 @@ def _wal(cur, url: str = "sqlite") -> None:  # noqa: ANN001
                 raise
             time.sleep(0.05)
         except sqlite3.DatabaseError as e:  # "file is not a database": some other file
-            raise StoreError(f"cannot open database {_safe_url(url)}: the file is not a SQLite database ({e})",
+            raise StoreError(f"cannot open database {safe_url(url)}: the file is not a SQLite database ({e})",
                              hint="Check 'database' in config.yaml (or TRIALWATCH_DATABASE_URL): it names a "
                                   "file that is something else. Point it to another file.") from None
     raise StoreError("the SQLite database stayed locked while switching it to WAL mode",
                      hint="Another process holds it; try again.")
 
 
-def _safe_url(url: str) -> str:
+def safe_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     try:
@@ -123,7 +123,7 @@ def migrations_dir() -> Path:
     return folder
 
 
-def _alembic_config(connection=None):  # noqa: ANN001
+def alembic_config(connection=None):  # noqa: ANN001
     from alembic.config import Config as AlembicConfig
 
     cfg = AlembicConfig()
@@ -135,7 +135,7 @@ def _alembic_config(connection=None):  # noqa: ANN001
 def head_revision() -> str:
     from alembic.script import ScriptDirectory
 
-    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 # The migration this code's models match (the head of migrations/versions). Kept here so that
@@ -149,7 +149,7 @@ def current_revision(engine: Engine) -> str | None:
     from sqlalchemy import inspect, text
 
     # A read: every command (each poll, too) asks this at start; it must not take SQLite's write lock.
-    with engine.execution_options(**{_READ_ONLY: True}).connect() as conn:
+    with engine.execution_options(**{READ_ONLY: True}).connect() as conn:
         if not inspect(conn).has_table("alembic_version"):
             return None
         return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
@@ -169,19 +169,19 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
             conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7274201)")
         before = MigrationContext.configure(conn).get_current_revision()
         if before is None and (set(inspect(conn).get_table_names()) - {"alembic_version"}):
-            raise StoreError(f"database {_safe_url(str(engine.url))} has tables but no trialwatch "
+            raise StoreError(f"database {safe_url(str(engine.url))} has tables but no trialwatch "
                              "migration stamp", hint="Point 'database' at an empty database or at trialwatch's own.")
-        command.upgrade(_alembic_config(conn), revision)
+        command.upgrade(alembic_config(conn), revision)
     return before, current_revision(engine)
 
 
-_READ_ONLY = "trialwatch_read_only"
+READ_ONLY = "trialwatch_read_only"
 # Records stored per write transaction: a changed record costs ~10 ms of diff and compression
 # inside it, so 20 hold SQLite's single write lock for a fraction of a second.
 WRITE_CHUNK = 20
 
 
-class _Session(Session):
+class StoreSession(Session):
     """A session that reads until told to write. It starts on a read bind (SQLite: a DEFERRED
     transaction, which never waits for the write lock), and an explicit ``begin()`` (every
     write in trialwatch is ``with store.session() as s, s.begin():``) moves it to the write

@@ -45,10 +45,10 @@ def _chunks(items: list) -> list[list]:
     return [c for c in out if c]
 
 
-def _split(canon: dict, digest: str, *, raw_size: int,
+def split_parts(canon: dict, digest: str, *, raw_size: int,
            values: dict[str, Any] | None = None) -> dict[str, tuple[bytes, int]]:
     """{hash: (uncompressed body, raw size)} for a version's manifest (under ``digest``) and
-    its parts; only the ones not stored yet get compressed, by ``_put_blobs``. ``values``, when
+    its parts; only the ones not stored yet get compressed, by ``put_blobs``. ``values``, when
     given, receives each part's value by hash (to rebuild an older version without reading
     the parts it shares with this one)."""
     import hashlib
@@ -82,7 +82,7 @@ def _split(canon: dict, digest: str, *, raw_size: int,
     return blobs
 
 
-def _join(stored: Any, load) -> dict:  # noqa: ANN001
+def join_parts(stored: Any, load) -> dict:  # noqa: ANN001
     """The canonical record back from a manifest (or a whole-record blob)."""
     if not (isinstance(stored, dict) and stored.get(_MANIFEST) == 1):
         return stored
@@ -99,8 +99,8 @@ def _join(stored: Any, load) -> dict:  # noqa: ANN001
     return resolve(stored["record"])
 
 
-def _part_loader(s: Session, to_read: set[str], known: dict[str, Any]):  # noqa: ANN202
-    """A ``load(hash)`` for ``_join``: ``known`` values first, the rest read in one query (a
+def part_loader(s: Session, to_read: set[str], known: dict[str, Any]):  # noqa: ANN202
+    """A ``load(hash)`` for ``join_parts``: ``known`` values first, the rest read in one query (a
     version of a 1,000-site trial has ~100 parts)."""
     bodies = dict(s.execute(select(Blob.hash, Blob.body).where(Blob.hash.in_(list(to_read)))).all()) \
         if to_read else {}
@@ -115,7 +115,7 @@ def _part_loader(s: Session, to_read: set[str], known: dict[str, Any]):  # noqa:
     return load
 
 
-def _part_hashes(manifest: Any) -> list[str]:
+def part_hashes(manifest: Any) -> list[str]:
     out: list[str] = []
 
     def walk(node: Any) -> None:
@@ -133,14 +133,14 @@ def _part_hashes(manifest: Any) -> list[str]:
     return out
 
 
-def _read_blob(s: Session, digest: str) -> Any:
+def read_blob(s: Session, digest: str) -> Any:
     blob = s.get(Blob, digest)
     if blob is None:
         raise StoreError(f"stored record part {digest[:12]} is missing; the database is damaged")
     return json.loads(zlib.decompress(blob.body))
 
 
-def _put_blobs(s: Session, blobs: dict[str, tuple[bytes, int]], *, stored: set[str] | None = None) -> None:
+def put_blobs(s: Session, blobs: dict[str, tuple[bytes, int]], *, stored: set[str] | None = None) -> None:
     """Insert the blobs not yet stored (``stored``: hashes known to be there, so not asked
     for). ON CONFLICT DO NOTHING: two writers storing different records that share a part
     must not collide on it."""
@@ -151,10 +151,10 @@ def _put_blobs(s: Session, blobs: dict[str, tuple[bytes, int]], *, stored: set[s
     have = set(s.scalars(select(Blob.hash).where(Blob.hash.in_(list(blobs)))))
     rows = [{"hash": h, "body": zlib.compress(b, 9), "raw_size": n}
             for h, (b, n) in blobs.items() if h not in have]
-    _insert_blobs(s, rows)
+    insert_blobs(s, rows)
 
 
-def _insert_blobs(s: Session, rows: list[dict]) -> None:
+def insert_blobs(s: Session, rows: list[dict]) -> None:
     if not rows:
         return
     dialect = s.get_bind().dialect.name

@@ -28,13 +28,13 @@ def seam_diff(old: dict, new: dict, *, ignore: Sequence[str] = ()) -> list[Chang
     return diff(o, n, ignore=tuple(ignore))
 
 
-def _day_start(date: str) -> dt.datetime:
+def day_start(date: str) -> dt.datetime:
     """A registry date (``YYYY``, ``YYYY-MM`` or ``YYYY-MM-DD``) as naive UTC midnight."""
     parts = [int(x) for x in date[:10].split("-")] + [1, 1]
     return dt.datetime(parts[0], parts[1], parts[2])
 
 
-def _remember_alias(s: Session, alias: str, nct_id: str) -> None:
+def remember_alias(s: Session, alias: str, nct_id: str) -> None:
     row = s.get(TrialAlias, alias)
     if row is None:
         s.add(TrialAlias(alias=alias, nct_id=nct_id))
@@ -42,14 +42,14 @@ def _remember_alias(s: Session, alias: str, nct_id: str) -> None:
         row.nct_id = nct_id
 
 
-def _nct_or_unknown(record: Any) -> str:
+def nct_or_unknown(record: Any) -> str:
     try:
         return rec.nct_of(record)
     except Exception:  # noqa: BLE001 - only for the message
         return "(a record without a readable NCT number)"
 
 
-def _reason(e: BaseException) -> str:
+def error_reason(e: BaseException) -> str:
     """An error in one line: the driver's message for a database error, without the SQL."""
     orig = getattr(e, "orig", None)
     text = str(orig if orig is not None else (getattr(e, "message", None) or e))
@@ -57,12 +57,12 @@ def _reason(e: BaseException) -> str:
     return f"{type(orig or e).__name__}: {text[:300]}"
 
 
-def _json(value: Any) -> str | None:
+def json_text(value: Any) -> str | None:
     return None if value is None else json.dumps(value, ensure_ascii=False, sort_keys=True)
 
 
 @dataclass
-class _Prepared:
+class Prepared:
     """A fetched record made ready to store, outside any transaction. The columns taken from
     it are checked here: record text is untrusted, and one malformed field must neither reach
     the database (a type or size it refuses would fail the whole transaction) nor go unsaid."""
@@ -77,7 +77,7 @@ class _Prepared:
     problems: list[str] = field(default_factory=list)  # what was wrong, said once per fetch
 
     @classmethod
-    def of(cls, record: dict) -> "_Prepared":
+    def of(cls, record: dict) -> "Prepared":
         import hashlib
 
         if not rec.is_study(record):
@@ -97,7 +97,7 @@ class _Prepared:
 # Column sizes of the values taken from a record (trials.overall_status, snapshots.*).
 _STATUS_MAX = 32
 _TITLE_MAX = 1000  # the registry caps brief titles at 300 characters
-_FIELD_MAX = 200   # changes.field
+FIELD_MAX = 200   # changes.field
 
 
 def _shown(value: Any) -> str:
@@ -130,7 +130,7 @@ def _title_column(value: Any, problems: list[str]) -> str | None:
     if not isinstance(value, str):
         problems.append(f"briefTitle is {_kind(value)}, not text; stored without a title")
         return None
-    value = _text(value)
+    value = nul_free(value)
     if len(value) > _TITLE_MAX:
         problems.append(f"briefTitle is {len(value)} characters long; stored cut to {_TITLE_MAX}")
         value = value[:_TITLE_MAX]
@@ -158,13 +158,13 @@ def _date_column(value: Any, problems: list[str]) -> str | None:
     return None
 
 
-def _text(value: str | None) -> str | None:
+def nul_free(value: str | None) -> str | None:
     """PostgreSQL text cannot hold NUL; SQLite would, but both should store the same."""
     return value.replace("\x00", "") if value and "\x00" in value else value
 
 
 @dataclass
-class _Work:
+class Work:
     """What ``_prework`` computed for one changed record, against snapshot ``latest_id``."""
 
     latest_id: int | None

@@ -14,8 +14,8 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from ..diff import Change
 from ..errors import StoreError
 from .models import REGISTRY_SEQ_BASE, RegistryHistory, RegistryVersion, Snapshot, Trial, utcnow
-from .parts import _put_blobs, _split
-from .records import Recorded, _day_start, _Prepared, seam_diff
+from .parts import put_blobs, split_parts
+from .records import Recorded, day_start, Prepared, seam_diff
 
 
 class RegistryOps:
@@ -98,7 +98,7 @@ class RegistryOps:
         ``seam``: this is the version the first live snapshot shows, so the first live snapshot
         is diffed against it too (changes there mean the two really differ). Idempotent: a
         version already stored is not stored again (UNIQUE(nct_id, seq))."""
-        p = _Prepared.of(record)
+        p = Prepared.of(record)
         at = utcnow()
         try:
             with self.session() as s, s.begin():
@@ -114,7 +114,7 @@ class RegistryOps:
                 before = s.scalars(select(Snapshot).where(
                     Snapshot.nct_id == p.nct_id, Snapshot.source == "registry", Snapshot.seq < seq)
                     .order_by(Snapshot.seq.desc()).limit(1)).first()
-                _put_blobs(s, _split(p.canon, p.digest, raw_size=len(p.body)))
+                put_blobs(s, split_parts(p.canon, p.digest, raw_size=len(p.body)))
                 snap = Snapshot(nct_id=p.nct_id, seq=seq, blob_hash=p.digest, fetched_at=at,
                                 overall_status=p.status, last_update_posted=p.last_update_posted,
                                 source="registry", registry_version=version, registry_date=date[:10])
@@ -126,7 +126,7 @@ class RegistryOps:
                     # details with tags and entities.
                     changes = seam_diff(self._load_blob(s, before.blob_hash), p.canon, ignore=ignore)
                 rows = self._add_changes(s, p.nct_id, changes, snapshot_id=snap.id,
-                                         at=_day_start(date), registry_date=date[:10])
+                                         at=day_start(date), registry_date=date[:10])
                 if seam:
                     live = s.scalars(select(Snapshot).where(Snapshot.nct_id == p.nct_id, Snapshot.source.is_(None))
                                      .order_by(Snapshot.seq).limit(1)).first()

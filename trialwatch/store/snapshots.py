@@ -19,17 +19,17 @@ from ..diff import SEVERITY_RANK, Change, diff
 from ..errors import StoreError
 from .engine import WRITE_CHUNK
 from .models import Blob, ChangeRow, OutboxRow, SearchMember, Snapshot, Subscriber, Subscription, Trial, utcnow
-from .parts import _insert_blobs, _join, _part_hashes, _part_loader, _put_blobs, _read_blob, _split
+from .parts import insert_blobs, join_parts, part_hashes, part_loader, put_blobs, read_blob, split_parts
 from .records import (
-    _FIELD_MAX,
+    FIELD_MAX,
     Recorded,
-    _json,
-    _nct_or_unknown,
-    _Prepared,
-    _reason,
-    _remember_alias,
-    _text,
-    _Work,
+    json_text,
+    nct_or_unknown,
+    Prepared,
+    error_reason,
+    remember_alias,
+    nul_free,
+    Work,
     seam_diff,
 )
 
@@ -68,15 +68,15 @@ class SnapshotOps:
         requested = list(requested_ids) if requested_ids is not None else [None] * len(records)
         at = fetched_at or utcnow()
         out: list[Recorded | None] = [None] * len(records)
-        preps: list[tuple[int, _Prepared]] = []
+        preps: list[tuple[int, Prepared]] = []
         for i, r in enumerate(records):
             try:
-                preps.append((i, _Prepared.of(r)))
+                preps.append((i, Prepared.of(r)))
             except StoreError:
                 raise  # not a study record at all: the caller passed garbage, before any write
             except Exception as e:  # noqa: BLE001 - one unreadable record is reported, not fatal
-                out[i] = Recorded(nct_id=_nct_or_unknown(r), snapshot_id=None, first=False, stored=False,
-                                  error=f"not stored: {_reason(e)}")
+                out[i] = Recorded(nct_id=nct_or_unknown(r), snapshot_id=None, first=False, stored=False,
+                                  error=f"not stored: {error_reason(e)}")
         for start in range(0, len(preps), WRITE_CHUNK):
             chunk = preps[start:start + WRITE_CHUNK]
             raced = False
@@ -89,7 +89,7 @@ class SnapshotOps:
                 raced = isinstance(e, IntegrityError)
                 if not raced:
                     log.warning("%d records could not be stored together (%s); storing them one by one",
-                                len(chunk), _reason(e))
+                                len(chunk), error_reason(e))
                 done = None
             for n, (i, prep) in enumerate(chunk):
                 if done is not None:
@@ -100,7 +100,7 @@ class SnapshotOps:
                 out[i] = res
         return out  # type: ignore[return-value]
 
-    def _store_alone(self, prep: "_Prepared", requested: str | None, at: dt.datetime,
+    def _store_alone(self, prep: "Prepared", requested: str | None, at: dt.datetime,
                      ignore: Sequence[str], linked_from: str | None, *, raced: bool) -> "Recorded":
         """One record in its own transaction; a collision with another writer is tried once
         more. Whatever else it raises is its own failure, reported in ``error``."""
@@ -114,15 +114,15 @@ class SnapshotOps:
             except IntegrityError as e:
                 if attempt == 2:
                     return Recorded(nct_id=prep.nct_id, snapshot_id=None, first=False, stored=False,
-                                    error=f"not stored: the database refused it twice ({_reason(e)}); "
+                                    error=f"not stored: the database refused it twice ({error_reason(e)}); "
                                           "another trialwatch may be writing the same trial")
             except Exception as e:  # noqa: BLE001 - this record's own problem; the others go on
                 log.warning("%s could not be stored", prep.nct_id, exc_info=True)
                 return Recorded(nct_id=prep.nct_id, snapshot_id=None, first=False, stored=False,
-                                error=f"not stored: {_reason(e)}")
+                                error=f"not stored: {error_reason(e)}")
         raise AssertionError("unreachable")
 
-    def _store_batch(self, preps: list["_Prepared"], requested: list[str | None], at: dt.datetime,
+    def _store_batch(self, preps: list["Prepared"], requested: list[str | None], at: dt.datetime,
                      ignore: Sequence[str], linked_from: str | None) -> list["Recorded"]:
         ids = list({p.nct_id for p in preps})
         try:
@@ -142,7 +142,7 @@ class SnapshotOps:
         except OperationalError as e:
             raise StoreError(f"database error while storing {', '.join(ids[:3])}: {e.orig}") from None
 
-    def _prework(self, preps: list["_Prepared"], ignore: Sequence[str]) -> dict[str, "_Work"]:
+    def _prework(self, preps: list["Prepared"], ignore: Sequence[str]) -> dict[str, "Work"]:
         """For each record whose content differs from its trial's latest snapshot: its new
         blobs, compressed, and its changes, computed in a read transaction (which on SQLite
         takes no lock) so the write transaction that follows only inserts. Valid only while
@@ -153,7 +153,7 @@ class SnapshotOps:
         ids = [i for i, n in counts.items() if n == 1]  # a repeated id depends on its own first copy
         if not ids:
             return {}
-        out: dict[str, _Work] = {}
+        out: dict[str, Work] = {}
         with self.session() as s:
             newest = select(Snapshot.nct_id, func.max(Snapshot.seq).label("seq")) \
                 .where(Snapshot.nct_id.in_(ids)).group_by(Snapshot.nct_id).subquery()
@@ -167,12 +167,12 @@ class SnapshotOps:
                 if latest_hash == p.digest:
                     continue  # unchanged: nothing costly to do
                 values: dict[str, Any] = {}
-                blobs = _split(p.canon, p.digest, raw_size=len(p.body), values=values)
-                old_manifest = _read_blob(s, latest_hash) if latest_hash is not None else None
-                old_parts = set(_part_hashes(old_manifest)) if old_manifest is not None else set()
+                blobs = split_parts(p.canon, p.digest, raw_size=len(p.body), values=values)
+                old_manifest = read_blob(s, latest_hash) if latest_hash is not None else None
+                old_parts = set(part_hashes(old_manifest)) if old_manifest is not None else set()
                 changes: list[Change] = []
                 if old_manifest is not None:
-                    old = _join(old_manifest, _part_loader(s, old_parts - values.keys(), values))
+                    old = join_parts(old_manifest, part_loader(s, old_parts - values.keys(), values))
                     if latest_source == "registry":  # legacy markup on one side: compare the words
                         changes = seam_diff(old, p.canon, ignore=ignore)
                     else:
@@ -181,19 +181,19 @@ class SnapshotOps:
                 have = set(s.scalars(select(Blob.hash).where(Blob.hash.in_(list(new))))) if new else set()
                 rows = [{"hash": h, "body": zlib.compress(b, 9), "raw_size": n}
                         for h, (b, n) in new.items() if h not in have]
-                out[p.nct_id] = _Work(latest_id=latest_id, blob_rows=rows, changes=changes)
+                out[p.nct_id] = Work(latest_id=latest_id, blob_rows=rows, changes=changes)
         return out
 
-    def _store_one(self, s: Session, p: "_Prepared", requested_id: str | None, at: dt.datetime,
+    def _store_one(self, s: Session, p: "Prepared", requested_id: str | None, at: dt.datetime,
                    ignore: Sequence[str], linked_from: str | None, trials: dict[str, Trial],
-                   latest_by_id: dict[str, Snapshot], work: "_Work | None" = None) -> "Recorded":
+                   latest_by_id: dict[str, Snapshot], work: "Work | None" = None) -> "Recorded":
         trial = trials.get(p.nct_id)
         if trial is None:
             trial = trials[p.nct_id] = Trial(nct_id=p.nct_id, first_seen_at=at, linked_from=linked_from)
             s.add(trial)
             s.flush()  # before the snapshot that references it (no ORM relationship orders them)
         if requested_id and requested_id != p.nct_id:
-            _remember_alias(s, requested_id, p.nct_id)
+            remember_alias(s, requested_id, p.nct_id)
         previous_checked_at = trial.last_checked_at
         trial.last_checked_at = at
         trial.gone_at = None
@@ -206,7 +206,7 @@ class SnapshotOps:
                             previous_checked_at=previous_checked_at)
         if work is not None and work.latest_id == (latest.id if latest is not None else None):
             # Prepared before the write lock against this very latest snapshot: only inserts.
-            _insert_blobs(s, work.blob_rows)
+            insert_blobs(s, work.blob_rows)
             # max(.., 1): after a backfill the latest may be a registry version (negative seq).
             snap = Snapshot(nct_id=p.nct_id, seq=max(latest.seq + 1, 1) if latest else 1, blob_hash=p.digest,
                             fetched_at=at, overall_status=p.status, last_update_posted=p.last_update_posted)
@@ -221,10 +221,10 @@ class SnapshotOps:
                             previous_checked_at=previous_checked_at)
         # Another writer moved the chain since (or nothing was prepared): all of it here.
         values: dict[str, Any] = {}
-        blobs = _split(p.canon, p.digest, raw_size=len(p.body), values=values)
-        old_manifest = _read_blob(s, latest.blob_hash) if latest is not None else None
-        old_parts = set(_part_hashes(old_manifest)) if old_manifest is not None else set()
-        _put_blobs(s, blobs, stored=old_parts)  # the previous version's parts are stored
+        blobs = split_parts(p.canon, p.digest, raw_size=len(p.body), values=values)
+        old_manifest = read_blob(s, latest.blob_hash) if latest is not None else None
+        old_parts = set(part_hashes(old_manifest)) if old_manifest is not None else set()
+        put_blobs(s, blobs, stored=old_parts)  # the previous version's parts are stored
         # max(.., 1): after a backfill without live snapshots, the latest is a registry version
         # (negative seq); the live chain still starts at 1.
         snap = Snapshot(nct_id=p.nct_id, seq=max(latest.seq + 1, 1) if latest else 1, blob_hash=p.digest,
@@ -236,7 +236,7 @@ class SnapshotOps:
         if latest is not None:
             # The previous version, rebuilt from the parts it shares with this one (already in
             # memory) and a read of only those that changed.
-            old = _join(old_manifest, _part_loader(s, old_parts - values.keys(), values))
+            old = join_parts(old_manifest, part_loader(s, old_parts - values.keys(), values))
             if latest.source == "registry":  # legacy markup on one side: compare the words
                 changes = seam_diff(old, p.canon, ignore=ignore)
             else:
@@ -263,9 +263,9 @@ class SnapshotOps:
                      search: str | None = None, registry_date: str | None = None) -> list[ChangeRow]:
         historical = registry_date is not None
         # Labels, details and generic field paths come from record text: bounded and NUL-free.
-        rows = [ChangeRow(nct_id=nct_id, snapshot_id=snapshot_id, search=search, field=_text(c.field)[:_FIELD_MAX],
-                          label=_text(c.label), old=_json(c.old), new=_json(c.new), detail=_text(c.detail),
-                          site=_text(c.site), severity=c.severity, detected_at=at,
+        rows = [ChangeRow(nct_id=nct_id, snapshot_id=snapshot_id, search=search, field=nul_free(c.field)[:FIELD_MAX],
+                          label=nul_free(c.label), old=json_text(c.old), new=json_text(c.new), detail=nul_free(c.detail),
+                          site=nul_free(c.site), severity=c.severity, detected_at=at,
                           historical=historical, registry_date=registry_date) for c in changes]
         if not rows:
             return rows
@@ -300,8 +300,8 @@ class SnapshotOps:
 
     @staticmethod
     def _load_blob(s: Session, digest: str) -> dict:
-        manifest = _read_blob(s, digest)
-        return _join(manifest, _part_loader(s, set(_part_hashes(manifest)), {}))
+        manifest = read_blob(s, digest)
+        return join_parts(manifest, part_loader(s, set(part_hashes(manifest)), {}))
 
     def snapshot_record(self, snapshot_id: int) -> dict:
         with self.session() as s:

@@ -11,8 +11,9 @@ from sqlalchemy import (
     update,
 )
 
+from ..diff import Change
 from .models import Blob, ChangeRow, Snapshot, Trial, TrialAlias, utcnow
-from .records import _remember_alias
+from .records import remember_alias
 
 
 class TrialOps:
@@ -29,7 +30,7 @@ class TrialOps:
 
     def remember_alias(self, alias: str, nct_id: str) -> None:
         with self.session() as s, s.begin():
-            _remember_alias(s, alias, nct_id)
+            remember_alias(s, alias, nct_id)
 
     def mark_checked(self, nct_ids: Iterable[str], at: dt.datetime | None = None) -> None:
         """Records fetched-and-unchanged in bulk (the poller's cheap path)."""
@@ -39,7 +40,30 @@ class TrialOps:
         with self.session() as s, s.begin():
             s.execute(update(Trial).where(Trial.nct_id.in_(ids)).values(last_checked_at=at or utcnow()))
 
-    # -- the poll lock ------------------------------------------------------------------------
+    def mark_gone(self, nct_id: str) -> bool:
+        """A record answers 404. Seen before: store that as a ``record_removed`` event, once, and
+        return True. Never seen: remember the 404 (a trial row with ``gone_at`` and no snapshot),
+        so a poll does not count it as "never fetched" forever, and return False: there is no
+        news to tell. ``gone_at`` and the event are ONE transaction: were they two, a crash
+        between them would lose the event for good (the next 404 finds ``gone_at`` set)."""
+        with self.session() as s, s.begin():
+            trial = s.get(Trial, nct_id)
+            if trial is None:
+                s.add(Trial(nct_id=nct_id, first_seen_at=utcnow(), gone_at=utcnow(), last_checked_at=utcnow()))
+                return False
+            if trial.gone_at is not None:
+                trial.last_checked_at = utcnow()
+                return False
+            if s.scalar(select(Snapshot.id).where(Snapshot.nct_id == nct_id).limit(1)) is None:
+                trial.gone_at = trial.last_checked_at = utcnow()
+                return False
+            trial.gone_at = utcnow()
+            self.add_events(nct_id, [Change(
+                field="record_removed", label="Record no longer on ClinicalTrials.gov",
+                old=trial.overall_status, new=None, severity="critical",
+                detail="ClinicalTrials.gov answers 'not found' for this record; it may have been "
+                       "withdrawn from public view or merged into another record.")], session=s)
+            return True
 
     def storage_bytes(self) -> dict[str, int]:
         """Bytes of stored record bodies (compressed and raw) and row counts, for reports."""
