@@ -184,7 +184,7 @@ def mark_gone(store: "Store", nct_id: str) -> bool:
     count it as "never fetched" forever, and return False: there is no news to tell."""
     from sqlalchemy import select
 
-    from .diff import Change
+    from . import events
     from .store import Snapshot, Trial, utcnow
 
     with store.session() as s, s.begin():
@@ -200,9 +200,5 @@ def mark_gone(store: "Store", nct_id: str) -> bool:
             return False
         trial.gone_at = utcnow()
         status = trial.overall_status
-    store.add_events(nct_id, [Change(
-        field="record_removed", label="Record no longer on ClinicalTrials.gov",
-        old=status, new=None, severity="critical",
-        detail="ClinicalTrials.gov answers 'not found' for this record; it may have been "
-               "withdrawn from public view or merged into another record.")])
+    store.add_events(nct_id, [events.record_removed(status)])
     return True

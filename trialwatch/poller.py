@@ -503,7 +503,7 @@ class _Cycle:
     def _run_search(self, search: "SearchConfig") -> None:
         from sqlalchemy import select
 
-        from .diff import Change
+        from . import events
         from .record import words
         from .store import SavedSearchRun, SearchMember, Trial, utcnow
 
@@ -550,10 +550,8 @@ class _Cycle:
             # or written twice if the process dies here.
             for i in joined:
                 self.report.events += 1
-                self.store.add_events(i, [Change(
-                    field="search_match", label=f"Now matches saved search “{search.name}”",
-                    old=None, new=search.name, severity="important")], search=search.name,
-                    at=now, session=s)
+                self.store.add_events(i, [events.search_joined(search.name)], search=search.name,
+                                      at=now, session=s)
             for i in left:
                 status, gone = statuses.get(i, (None, None))
                 if gone:
@@ -563,7 +561,5 @@ class _Cycle:
                 else:
                     why = "it no longer appears in the search's results"
                 self.report.events += 1
-                self.store.add_events(i, [Change(
-                    field="search_unmatch", label=f"No longer matches saved search “{search.name}”",
-                    old=search.name, new=None, severity="important", detail=why)],
-                    search=search.name, at=now, session=s)
+                self.store.add_events(i, [events.search_left(search.name, why)],
+                                      search=search.name, at=now, session=s)
