@@ -535,6 +535,33 @@ def test_ignore_accepts_a_catalogue_field_name():
     assert fields(diff(old, new, ignore=("site_contact",))) == ["last_known_status"]
 
 
+# --- every change is of a catalogued kind ------------------------------------------------------
+
+def _skeleton(rec: dict) -> dict:
+    """The record with its statuses stopped, sites, outcomes and criteria rewritten: most
+    catalogue entries speak, in both directions."""
+    out = edit(rec, f"{PS}.statusModule.overallStatus", "TERMINATED")
+    out = edit(out, f"{PS}.statusModule.whyStopped", "Funding ended")
+    out = edit(out, f"{PS}.outcomesModule.primaryOutcomes", [{"measure": "Something else", "timeFrame": "1 day"}])
+    out = edit(out, f"{PS}.eligibilityModule.eligibilityCriteria", "Inclusion Criteria:\n\n* Adults")
+    out = edit(out, f"{PS}.contactsLocationsModule.locations", [{"facility": "Only Site", "city": "X",
+                                                                  "country": "Y", "status": "RECRUITING"}])
+    return edit(out, f"{PS}.descriptionModule.briefSummary", "Rewritten.")
+
+
+@pytest.mark.parametrize("path", RECORDS, ids=lambda p: p.stem)
+def test_every_change_is_of_a_catalogued_kind_with_a_severity_it_allows(path):
+    real = json.loads(path.read_text(encoding="utf-8"))
+    changes = diff(real, _skeleton(real)) + diff(_skeleton(real), real) + diff({}, real) + diff(real, {})
+    assert changes
+    for c in changes:
+        kind = events.kind(c.field)
+        assert kind is not events.FALLBACK or "." in c.field or c.field in {"hasResults", "resultsSection"}
+        assert c.severity in kind.severities, (c.field, c.severity)
+        if kind is not events.FALLBACK:   # its label, perhaps with "(whitespace only)" or "(order)" after it
+            assert any(c.label.startswith(label.split("{")[0]) for label in (kind.label, *kind.also)), c.label
+
+
 # --- purity ------------------------------------------------------------------------------------
 
 def test_diff_reads_no_clock_and_no_network(monkeypatch):

@@ -210,7 +210,7 @@ def _results(o: dict, n: dict) -> list[Change]:
         detail = "; ".join(x for x in (
             f"first posted {posted}" if b and posted else "",
             f"modules: {', '.join(humanize(k) for k in sorted(rb))}" if b and rb else "") if x)
-        return [_change("results_posted", a, b, label=None if b else "Results removed", detail=detail or None)]
+        return [_change("results_posted", a, b, label=None if b else KINDS["results_posted"].also[0], detail=detail or None)]
     if ra == rb:
         return []
     # Results run to thousands of leaves; one line naming the updated modules is what a reader needs.

@@ -79,6 +79,7 @@ class Kind:
     severities: tuple[Severity, ...]
     meaning: str                      # what it means for a referral
     family: str = "field"             # field | search | record
+    also: tuple[str, ...] = ()        # other labels it may carry ("Results removed")
 
     @property
     def severity(self) -> Severity:
@@ -127,7 +128,8 @@ _KINDS = (
     Kind("maximum_age", "Maximum age", (_I,), "The oldest age that may enrol."),
     Kind("healthy_volunteers", "Healthy volunteers", (_I,), "Whether people without the condition may enrol."),
     Kind("results_posted", "Results posted", (_I,),
-         "Results are on ClinicalTrials.gov (or were removed): worth reading before a referral."),
+         "Results are on ClinicalTrials.gov (or were removed): worth reading before a referral.",
+         also=("Results removed",)),
     Kind("expanded_access", "Expanded access", (_I, _M),
          "A route to the drug for a patient who cannot enrol (important when it newly opens)."),
     Kind("primary_outcome_description", "Primary outcome description: {measure}", (_M,),
