@@ -36,6 +36,12 @@ def test_non_nct_numbers_raise(raw):
         record.normalize_nct(raw)
 
 
+@pytest.mark.parametrize("raw", ["NCT0326860\uff13", "NCT1\u0662\u0663", "NCT\u0660\u0663268603"])
+def test_nct_numbers_with_non_ascii_digits_raise(raw):
+    with pytest.raises(InvalidNctId):
+        record.normalize_nct(raw)
+
+
 def test_noise_pair_has_one_content_hash():
     a, b = (json.loads(p.read_text()) for p in sorted(corpus_file("records/snapshots").glob("NCT02552212.snapshot_*.json")))
     assert a != b
@@ -152,14 +158,6 @@ def test_summary_of_a_skeleton_record_does_not_crash():
     assert (s.sites, s.sites_by_status, s.phases, s.expanded_access) == ([], {}, [], None)
     assert s.status_words == "—"
     assert record.summary({}).url is None
-
-
-# --- review fixes ---------------------------------------------------------------------------
-
-@pytest.mark.parametrize("raw", ["NCT0326860\uff13", "NCT1\u0662\u0663", "NCT\u0660\u0663268603"])
-def test_nct_numbers_with_non_ascii_digits_raise(raw):
-    with pytest.raises(InvalidNctId):
-        record.normalize_nct(raw)
 
 
 def test_summary_of_wrong_typed_eligibility_and_site_status_does_not_crash():

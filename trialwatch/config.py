@@ -19,6 +19,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError, InvalidNctId
+from .events import SEVERITIES, Severity  # noqa: F401  (SEVERITIES: web imports it from here)
 from .record import normalize_nct
 
 ENV_CONFIG = "TRIALWATCH_CONFIG"
@@ -26,7 +27,6 @@ ENV_DATABASE_URL = "TRIALWATCH_DATABASE_URL"
 ENV_SECRET_KEY = "TRIALWATCH_SECRET_KEY"
 ENV_SMTP_PASSWORD = "TRIALWATCH_SMTP_PASSWORD"
 
-SEVERITIES = ("critical", "important", "minor")
 _DEFAULT_SCHEDULE = "30 10 * * *"
 # Secret-looking keys get a pointed message instead of "unknown key".
 _SECRET_KEYS = {"password": ENV_SMTP_PASSWORD, "secret_key": ENV_SECRET_KEY, "secret": ENV_SECRET_KEY}
@@ -184,7 +184,7 @@ class SubscriberConfig(_Strict):
     name: str | None = None
     trials: NctList = []
     searches: list[str] = []
-    min_severity: Literal["critical", "important", "minor"] = "important"
+    min_severity: Severity = Severity.IMPORTANT
     digest: Literal["each_poll", "daily", "weekly"] = "each_poll"
     # Where she refers from: resolved to a places.Place when the file is loaded.
     location: Location = None

@@ -77,55 +77,77 @@ def parse_criteria(text: Any) -> Criteria:
     """The criteria text as lists; never raises, never drops a criterion (see module doc)."""
     if not isinstance(text, str) or not text.strip():
         return Criteria()
-    sections: dict[str, list[list[str]]] = {"inclusion": [], "exclusion": [], "other": []}
-    current = "other"
-    item: list[str] | None = None     # the lines of the item being read
-    indents: list[int] = []           # its bullet's indentation, then its open nested bullets'
-    blank_before = False
+    reader = _Reader()
     for raw in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
-        if not raw.strip():
-            blank_before = True
-            continue
-        expanded = raw.expandtabs(4)
-        indent = len(expanded) - len(expanded.lstrip())
-        line = expanded.strip()
-        bullet = _BULLET.match(line)
-        head = _heading(line) if indent < 4 else None
-        if head is None and bullet and indent < 4:
-            as_bullet = _heading(bullet.group(1))
-            head = as_bullet if as_bullet and as_bullet[1] is None else None   # "* Inclusion Criteria:"
-        if head is not None:
-            which, keep = head
-            if which != "eligibility":
-                current = which
-            item = None
-            if keep:
-                sections[current].append([_clean(keep)])
-            blank_before = False
-            continue
-        body = _clean(bullet.group(1) if bullet else line)
-        if item is not None and indent > indents[0] and (bullet or blank_before):
-            # A nested bullet or an indented paragraph belongs to the item above it.
-            while len(indents) > 1 and indents[-1] >= indent:
-                indents.pop()
-            if bullet:
-                item.append("  " * len(indents) + "- " + body)
-                indents.append(indent)
-            else:
-                item.append("  " * max(1, len(indents) - 1) + body)
-        elif item is not None and not bullet and not blank_before:
-            item[-1] += " " + body    # a wrapped line of the same item (markdown's lazy continuation)
-        else:
-            item = [body]
-            indents = [indent]
-            sections[current].append(item)
-        blank_before = False
-    joined = {k: ["\n".join(lines) for lines in v] for k, v in sections.items()}
+        reader.feed(raw)
+    joined = {k: ["\n".join(lines) for lines in v] for k, v in reader.sections.items()}
     if joined["exclusion"] and not joined["inclusion"]:
         # "Eligibility criteria: …  Exclusion criteria: …": what comes before the exclusions
         # is what a patient must meet.
         joined["inclusion"], joined["other"] = joined["other"], []
     return Criteria(**joined)
+
+
+def _line_heading(line: str, bullet: Any, indent: int) -> tuple[str, str | None] | None:
+    """The heading a line is (``* Inclusion Criteria:`` too), or None."""
+    if indent >= 4:
+        return None
+    head = _heading(line)
+    if head is None and bullet:
+        as_bullet = _heading(bullet.group(1))
+        head = as_bullet if as_bullet and as_bullet[1] is None else None
+    return head
+
+
+class _Reader:
+    """Reads criteria line by line into inclusion, exclusion and other items."""
+
+    def __init__(self) -> None:
+        self.sections: dict[str, list[list[str]]] = {"inclusion": [], "exclusion": [], "other": []}
+        self.current = "other"
+        self.item: list[str] | None = None     # the lines of the item being read
+        self.indents: list[int] = []           # its bullet's indentation, then its open nested bullets'
+        self.blank_before = False
+
+    def feed(self, raw: str) -> None:
+        if not raw.strip():
+            self.blank_before = True
+            return
+        expanded = raw.expandtabs(4)
+        indent = len(expanded) - len(expanded.lstrip())
+        line = expanded.strip()
+        bullet = _BULLET.match(line)
+        head = _line_heading(line, bullet, indent)
+        if head is not None:
+            self._heading(*head)
+        else:
+            self._line(_clean(bullet.group(1) if bullet else line), bool(bullet), indent)
+        self.blank_before = False
+
+    def _heading(self, which: str, keep: str | None) -> None:
+        if which != "eligibility":
+            self.current = which
+        self.item = None
+        if keep:
+            self.sections[self.current].append([_clean(keep)])
+
+    def _line(self, body: str, bullet: bool, indent: int) -> None:
+        item = self.item
+        if item is not None and indent > self.indents[0] and (bullet or self.blank_before):
+            # A nested bullet or an indented paragraph belongs to the item above it.
+            while len(self.indents) > 1 and self.indents[-1] >= indent:
+                self.indents.pop()
+            if bullet:
+                item.append("  " * len(self.indents) + "- " + body)
+                self.indents.append(indent)
+            else:
+                item.append("  " * max(1, len(self.indents) - 1) + body)
+        elif item is not None and not bullet and not self.blank_before:
+            item[-1] += " " + body    # a wrapped line of the same item (markdown's lazy continuation)
+        else:
+            self.item = [body]
+            self.indents = [indent]
+            self.sections[self.current].append(self.item)
 
 
 def _clean(text: str) -> str:

@@ -59,22 +59,28 @@ def parse_versions(data: Any) -> list[dict]:
         raise HistoryUnavailable("the version list has no 'changes' list")
     out: dict[int, dict] = {}
     for i, c in enumerate(changes):
-        if not isinstance(c, dict):
-            raise HistoryUnavailable(f"version list entry {i} is not an object")
-        v, date, status = c.get("version"), c.get("date"), c.get("status")
-        modules = c.get("moduleLabels", [])
-        if not isinstance(v, int) or isinstance(v, bool) or v < 0 or v in out:
-            raise HistoryUnavailable(f"version list entry {i} has no usable version number: {v!r}")
-        if not isinstance(date, str) or not _DATE.match(date[:10]) or len(date) < 4:
-            raise HistoryUnavailable(f"version {v} has no usable date: {date!r}")
-        if status is not None and not isinstance(status, str):
-            raise HistoryUnavailable(f"version {v} has a status that is not text: {status!r}")
-        if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
-            raise HistoryUnavailable(f"version {v} has unreadable moduleLabels")
-        if any("\x00" in x for x in [date, status or "", *modules]):
-            raise HistoryUnavailable(f"version {v} carries NUL characters")
-        out[v] = {"version": v, "date": date[:10], "status": status, "modules": modules}
+        entry = _parse_entry(i, c, out)
+        out[entry["version"]] = entry
     return [out[v] for v in sorted(out)]
+
+
+def _parse_entry(i: int, c: Any, seen: dict[int, dict]) -> dict:
+    """Entry ``i`` of a version list, checked field by field (``seen``: the versions before it)."""
+    if not isinstance(c, dict):
+        raise HistoryUnavailable(f"version list entry {i} is not an object")
+    v, date, status = c.get("version"), c.get("date"), c.get("status")
+    modules = c.get("moduleLabels", [])
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0 or v in seen:
+        raise HistoryUnavailable(f"version list entry {i} has no usable version number: {v!r}")
+    if not isinstance(date, str) or not _DATE.match(date[:10]) or len(date) < 4:
+        raise HistoryUnavailable(f"version {v} has no usable date: {date!r}")
+    if status is not None and not isinstance(status, str):
+        raise HistoryUnavailable(f"version {v} has a status that is not text: {status!r}")
+    if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
+        raise HistoryUnavailable(f"version {v} has unreadable moduleLabels")
+    if any("\x00" in x for x in [date, status or "", *modules]):
+        raise HistoryUnavailable(f"version {v} carries NUL characters")
+    return {"version": v, "date": date[:10], "status": status, "modules": modules}
 
 
 def parse_version(data: Any, nct_id: str, version: int) -> dict:

@@ -229,6 +229,11 @@ def _city(q: str) -> Place:
     if not found:
         raise PlaceError(f"unknown place {q!r}: no city of that name"
                          + (f" in {parts[-1]}" if readings else "") + " is in the gazetteer", hint=HINT)
+    return _one_place(found, q)
+
+
+def _one_place(found: list[dict], q: str) -> Place:
+    """The place the cities found name; an error listing them when they lie in several regions."""
     regions = {(c["countrycode"], c["admin1code"]) for c in found}
     if len(regions) > 1:
         ranked = sorted(found, key=lambda c: -int(c.get("population") or 0))

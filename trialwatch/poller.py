@@ -418,22 +418,19 @@ class _Cycle:
         left = [] if result.capped else [i for i, active in members.items() if active and i not in ids]
         # Fetch the leavers now, so the event can say why (their status changed, or gone).
         self._fetch([i for i in left if i not in self.done], since=None)
-        events = (lambda states: _search_events(search, joined, left, states)) if has_run else None
-        self.report.events += self.store.record_search_run(search.name, ids, left, events=events, at=utcnow())
+        make_events = (lambda states: _search_events(search, joined, left, states)) if has_run else None
+        self.report.events += self.store.record_search_run(search.name, ids, left, events=make_events, at=utcnow())
 
 
 def _search_events(search: "SearchConfig", joined: list[str], left: list[str],
                    states: dict) -> list[tuple[str, "Change"]]:
     """Who joined and who left a saved search, as events; ``states`` holds each leaver's
     ``(overall_status, gone_at)``, read in the transaction that stores the events."""
-    from .diff import Change
+    from . import events
 
-    events = [(i, Change(field="search_match", label=f"Now matches saved search “{search.name}”",
-                         old=None, new=search.name, severity="important")) for i in joined]
-    events += [(i, Change(field="search_unmatch", label=f"No longer matches saved search “{search.name}”",
-                          old=search.name, new=None, severity="important",
-                          detail=_why_left(search, *states.get(i, (None, None))))) for i in left]
-    return events
+    return ([(i, events.search_joined(search.name)) for i in joined]
+            + [(i, events.search_left(search.name, _why_left(search, *states.get(i, (None, None)))))
+               for i in left])
 
 
 def _why_left(search: "SearchConfig", status: str | None, gone: object) -> str:

@@ -158,16 +158,20 @@ def words(value: Any) -> str:
         sep = "; " if any(isinstance(v, dict) for v in value) else ", "
         return sep.join(words(v) for v in value) or "—"
     if isinstance(value, dict):
-        main = next((k for k in ("date", "count") if k in value), None)
-        if main is not None and set(value) <= {main, "type"}:
-            kind = value.get("type")
-            return f"{words(value[main])} ({words(kind)})" if kind else words(value[main])
-        # Booleans alone would read "yes"/"no" with no subject, so they keep their key.
-        return ", ".join(f"{_key_words(k)}: {words(v)}" if isinstance(v, bool) else words(v)
-                         for k, v in value.items() if v not in (None, "", [], {})) or "—"
+        return _dict_words(value)
     if isinstance(value, str) and _ENUM_RE.match(value) and not _NCT_RE.match(value):
         return _ENUM_WORDS.get(value, value.replace("_", " ").capitalize())
     return str(value)
+
+
+def _dict_words(value: dict) -> str:
+    main = next((k for k in ("date", "count") if k in value), None)
+    if main is not None and set(value) <= {main, "type"}:
+        kind = value.get("type")
+        return f"{words(value[main])} ({words(kind)})" if kind else words(value[main])
+    # Booleans alone would read "yes"/"no" with no subject, so they keep their key.
+    return ", ".join(f"{_key_words(k)}: {words(v)}" if isinstance(v, bool) else words(v)
+                     for k, v in value.items() if v not in (None, "", [], {})) or "—"
 
 
 def _key_words(key: str) -> str:
@@ -281,17 +285,21 @@ def _contact(c: dict) -> Contact:
     return Contact(c.get("name"), c.get("role"), c.get("phone"), c.get("email"))
 
 
+def _dicts(value: Any) -> list[dict]:
+    """The dict items of a list (a partial record may hold anything)."""
+    return [x for x in _list(value) if isinstance(x, dict)]
+
+
 def summary(record: dict) -> Summary:
     """The few facts a physician checks before a referral; never fails on a partial record."""
     ps = "protocolSection"
     g = lambda path: get(record, f"{ps}.{path}")  # noqa: E731
     nct = g("identificationModule.nctId")
     status = g("statusModule.overallStatus")
-    locations = [loc for loc in _list(g("contactsLocationsModule.locations")) if isinstance(loc, dict)]
     sites = [Site(facility=loc.get("facility"), city=loc.get("city"), state=loc.get("state"),
                   country=loc.get("country"), status=loc.get("status"),
-                  contacts=[_contact(c) for c in _list(loc.get("contacts")) if isinstance(c, dict)])
-             for loc in locations]
+                  contacts=[_contact(c) for c in _dicts(loc.get("contacts"))])
+             for loc in _dicts(g("contactsLocationsModule.locations"))]
     # A status that is not an enum string is no status (a wrong type must not break the sort).
     by_status = Counter(s.status if s.status and isinstance(s.status, str) else UNSPECIFIED
                         for s in sites)
@@ -314,8 +322,7 @@ def summary(record: dict) -> Summary:
         study_type=g("designModule.studyType"),
         lead_sponsor=g("sponsorCollaboratorsModule.leadSponsor.name"),
         conditions=list(_list(g("conditionsModule.conditions"))),
-        interventions=[i.get("name") for i in _list(g("armsInterventionsModule.interventions"))
-                       if isinstance(i, dict)],
+        interventions=[i.get("name") for i in _dicts(g("armsInterventionsModule.interventions"))],
         start_date=g("statusModule.startDateStruct.date"),
         start_date_type=g("statusModule.startDateStruct.type"),
         primary_completion_date=g("statusModule.primaryCompletionDateStruct.date"),
@@ -326,11 +333,9 @@ def summary(record: dict) -> Summary:
         results_first_posted=g("statusModule.resultsFirstPostDateStruct.date"),
         sites=sites,
         sites_by_status=dict(sorted(by_status.items())),
-        central_contacts=[_contact(c) for c in _list(g("contactsLocationsModule.centralContacts"))
-                          if isinstance(c, dict)],
+        central_contacts=[_contact(c) for c in _dicts(g("contactsLocationsModule.centralContacts"))],
         overall_officials=[Official(o.get("name"), o.get("affiliation"), o.get("role"))
-                           for o in _list(g("contactsLocationsModule.overallOfficials"))
-                           if isinstance(o, dict)],
+                           for o in _dicts(g("contactsLocationsModule.overallOfficials"))],
         expanded_access=(ExpandedAccess(eai.get("hasExpandedAccess"), eai.get("nctId"),
                                         eai.get("statusForNctId"))
                          if isinstance(eai, dict) else None),
@@ -339,7 +344,7 @@ def summary(record: dict) -> Summary:
             maximum_age=elig.get("maximumAge"), healthy_volunteers=elig.get("healthyVolunteers"),
             std_ages=list(_list(elig.get("stdAges"))), criteria=elig.get("eligibilityCriteria")),
         primary_outcomes=[Outcome(o.get("measure"), o.get("timeFrame"))
-                          for o in _list(g("outcomesModule.primaryOutcomes")) if isinstance(o, dict)],
+                          for o in _dicts(g("outcomesModule.primaryOutcomes"))],
         last_update_posted=g("statusModule.lastUpdatePostDateStruct.date"),
         url=url(nct) if isinstance(nct, str) else None,
     )

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .events import Severity
 from .record import UNSPECIFIED, words
 from .untrusted import one_line, strip_controls
 
 if TYPE_CHECKING:
     from .check import CheckResult
 
-SEVERITY_MARK = {"critical": "!!", "important": " !", "minor": "  "}
+SEVERITY_MARK = {Severity.CRITICAL: "!!", Severity.IMPORTANT: " !", Severity.MINOR: "  "}
 
 
 def _date(value: Any, kind: Any = None) -> str:
@@ -44,77 +45,12 @@ def _value(v: Any) -> str:
 
 def check_report(res: "CheckResult", *, criteria: bool = False) -> str:
     """The terminal report of one checked trial; ``criteria`` lists every criterion."""
-    from .eligibility import glance
-    from .referral import OPEN_SITE_STATUSES, contact_line, site_line
-
     s = res.summary
-    r = res.recorded
     out = [f"{s.nct_id}  {one_line(s.title)}"]
     if res.requested_id != s.nct_id:
         out.append(f"  (requested as {res.requested_id}, which ClinicalTrials.gov now files as {s.nct_id})")
-    status = s.status_words
-    if s.last_known_status:
-        status += f" (last known: {words(s.last_known_status)})"
-    row = lambda label, value: out.append(f"  {label + ':':<20}{one_line(str(value))}")  # noqa: E731
-    row("Status", status)
-    for w in res.warnings:
-        row("Warning", w.text)
-    if s.why_stopped:
-        row("Why stopped", s.why_stopped)
-    row("Enrollment", "—" if s.enrollment_count is None else f"{s.enrollment_count} ({words(s.enrollment_type)})")
-    row("Phase", words(list(s.phases)) if s.phases else "not applicable")
-    row("Sponsor", s.lead_sponsor or "—")
-    row("Start", _date(s.start_date, s.start_date_type))
-    row("Primary completion", _date(s.primary_completion_date, s.primary_completion_date_type))
-    row("Completion", _date(s.completion_date, s.completion_date_type))
-    if s.sites_by_status:
-        parts = [f"{n} {words(k).lower() if k != UNSPECIFIED else 'without a listed status'}"
-                 for k, n in sorted(s.sites_by_status.items(), key=lambda kv: -kv[1])]
-        row("Sites", f"{sum(s.sites_by_status.values())}: {', '.join(parts)}")
-    else:
-        row("Sites", "none listed")
-    for c in s.central_contacts[:2]:
-        row("Contact", ", ".join(b for b in (c.name, c.phone, c.email) if b))
-    if not s.central_contacts:
-        # Never the contact of a site that does not recruit: with a place, the nearest open
-        # site's; without one, the investigator, and how to find the nearest open site.
-        officials = [", ".join(b for b in (o.name, o.affiliation) if b) for o in s.overall_officials[:1]]
-        nearest = res.nearest.sites[0] if res.nearest and res.nearest.sites else None
-        reachable = [c for c in nearest.contacts if c.phone or c.email] if nearest else []
-        if reachable:
-            row("Contact", f"{contact_line(reachable[0])} (site contact, {nearest.facility or nearest.city})")
-        elif officials:
-            row("Contact", f"{officials[0]} (investigator; no central contact listed)")
-        else:
-            row("Contact", "none listed on the record")
-        if res.nearest is None and any(site.status in OPEN_SITE_STATUSES and site.contacts for site in s.sites):
-            out.append(f"  {'':<20}open sites list their own contacts: --near PLACE names the nearest")
-    if res.nearest is not None:
-        n = res.nearest
-        row("Nearest open site", site_line(n.sites[0]) if n.sites else f"none: {n.summary()}")
-    e = s.eligibility
-    row("Eligibility", glance(e.sex, e.minimum_age, e.maximum_age, e.healthy_volunteers))
-    c = res.criteria
-    if c is not None and (c.split or c.other):
-        if c.split:
-            counts = f"{len(c.inclusion)} inclusion, {len(c.exclusion)} exclusion"
-            if c.other:
-                counts += f", {len(c.other)} under no heading"
-        else:
-            counts = f"{len(c.other)} item{'s' if len(c.other) != 1 else ''}, not split into inclusion and exclusion"
-        row("Criteria", counts if criteria else f"{counts} (--eligibility lists them)")
-    elif c is not None:
-        row("Criteria", "none on the record")
-    ea = s.expanded_access
-    if ea and ea.has_expanded_access:
-        extra = f" via {ea.nct_id}" if ea.nct_id else ""
-        st = f" ({words(ea.status)})" if ea.status else ""
-        row("Expanded access", f"yes{extra}{st}")
-    else:
-        row("Expanded access", "not offered on this record")
-    if s.has_results:
-        row("Results", f"posted{' ' + s.results_first_posted if s.results_first_posted else ''}")
-    row("Record", s.url)
+    for label, value in _rows(res, criteria):
+        out.append(f"  {label + ':':<20}{one_line(str(value))}" if label else f"  {'':<20}{value}")
     out.append("")
     if res.nearest is not None and res.nearest.sites:
         out.extend(_nearest_block(res.nearest))
@@ -122,22 +58,129 @@ def check_report(res: "CheckResult", *, criteria: bool = False) -> str:
     if criteria and res.criteria is not None:
         out.extend(_criteria_block(res.criteria))
         out.append("")
-    if r is None:
-        pass
-    elif r.first:
-        out.append("First snapshot: nothing to compare with yet; later checks will show what changed.")
-    elif not r.stored:
-        out.append(f"No change since {_when(r.previous_fetched_at)}"
-                   + (f" (last checked {_when(r.previous_checked_at)})." if r.previous_checked_at else "."))
-    elif not res.changes:
-        out.append("New version stored, but nothing a referring physician needs changed "
-                   "(only ignored fields differ).")
-    else:
-        out.append(f"{len(res.changes)} change{'s' if len(res.changes) != 1 else ''} since "
-                   f"{_when(r.previous_fetched_at)}:")
-        for ch in res.changes:
-            out.extend(change_line(ch))
+    out.extend(_changes_block(res))
     return "\n".join(out)
+
+
+Row = tuple[str, Any]   # (label, value); an empty label continues the row above
+
+
+def _rows(res: "CheckResult", criteria: bool) -> list[Row]:
+    """The report's label/value rows, from status to the record's link."""
+    from .eligibility import glance
+
+    s = res.summary
+    status = s.status_words
+    if s.last_known_status:
+        status += f" (last known: {words(s.last_known_status)})"
+    rows: list[Row] = [("Status", status), *(("Warning", w.text) for w in res.warnings)]
+    if s.why_stopped:
+        rows.append(("Why stopped", s.why_stopped))
+    rows += [
+        ("Enrollment", "—" if s.enrollment_count is None else f"{s.enrollment_count} ({words(s.enrollment_type)})"),
+        ("Phase", words(list(s.phases)) if s.phases else "not applicable"),
+        ("Sponsor", s.lead_sponsor or "—"),
+        ("Start", _date(s.start_date, s.start_date_type)),
+        ("Primary completion", _date(s.primary_completion_date, s.primary_completion_date_type)),
+        ("Completion", _date(s.completion_date, s.completion_date_type)),
+        ("Sites", _sites_words(s.sites_by_status)),
+        *_contact_rows(res),
+    ]
+    if res.nearest is not None:
+        n = res.nearest
+        rows.append(("Nearest open site", _site_line(n.sites[0]) if n.sites else f"none: {n.summary()}"))
+    e = s.eligibility
+    rows.append(("Eligibility", glance(e.sex, e.minimum_age, e.maximum_age, e.healthy_volunteers)))
+    rows += _criteria_rows(res.criteria, criteria)
+    rows.append(("Expanded access", _expanded_access_words(s.expanded_access)))
+    if s.has_results:
+        rows.append(("Results", f"posted{' ' + s.results_first_posted if s.results_first_posted else ''}"))
+    rows.append(("Record", s.url))
+    return rows
+
+
+def _site_line(site: Any) -> str:
+    from .referral import site_line
+
+    return site_line(site)
+
+
+def _sites_words(by_status: dict) -> str:
+    if not by_status:
+        return "none listed"
+    parts = [f"{n} {words(k).lower() if k != UNSPECIFIED else 'without a listed status'}"
+             for k, n in sorted(by_status.items(), key=lambda kv: -kv[1])]
+    return f"{sum(by_status.values())}: {', '.join(parts)}"
+
+
+def _contact_rows(res: "CheckResult") -> list[Row]:
+    """The central contacts; without one, never the contact of a site that does not recruit:
+    with a place, the nearest open site's; without one, the investigator, and how to find the
+    nearest open site."""
+    from .referral import contact_line
+
+    s = res.summary
+    if s.central_contacts:
+        return [("Contact", ", ".join(b for b in (c.name, c.phone, c.email) if b)) for c in s.central_contacts[:2]]
+    officials = [", ".join(b for b in (o.name, o.affiliation) if b) for o in s.overall_officials[:1]]
+    nearest = res.nearest.sites[0] if res.nearest and res.nearest.sites else None
+    reachable = [c for c in nearest.contacts if c.phone or c.email] if nearest else []
+    if reachable:
+        rows = [("Contact", f"{contact_line(reachable[0])} (site contact, {nearest.facility or nearest.city})")]
+    elif officials:
+        rows = [("Contact", f"{officials[0]} (investigator; no central contact listed)")]
+    else:
+        rows = [("Contact", "none listed on the record")]
+    if res.nearest is None and _open_sites_have_contacts(s.sites):
+        rows.append(("", "open sites list their own contacts: --near PLACE names the nearest"))
+    return rows
+
+
+def _open_sites_have_contacts(sites: Any) -> bool:
+    from .referral import OPEN_SITE_STATUSES
+
+    return any(site.status in OPEN_SITE_STATUSES and site.contacts for site in sites)
+
+
+def _criteria_rows(c: Any, listed: bool) -> list[Row]:
+    if c is None:
+        return []
+    if not (c.split or c.other):
+        return [("Criteria", "none on the record")]
+    if c.split:
+        counts = f"{len(c.inclusion)} inclusion, {len(c.exclusion)} exclusion"
+        if c.other:
+            counts += f", {len(c.other)} under no heading"
+    else:
+        counts = f"{len(c.other)} item{'s' if len(c.other) != 1 else ''}, not split into inclusion and exclusion"
+    return [("Criteria", counts if listed else f"{counts} (--eligibility lists them)")]
+
+
+def _expanded_access_words(ea: Any) -> str:
+    if not (ea and ea.has_expanded_access):
+        return "not offered on this record"
+    extra = f" via {ea.nct_id}" if ea.nct_id else ""
+    st = f" ({words(ea.status)})" if ea.status else ""
+    return f"yes{extra}{st}"
+
+
+def _changes_block(res: "CheckResult") -> list[str]:
+    """What changed since the last check, or why there is nothing to say."""
+    r = res.recorded
+    if r is None:
+        return []
+    if r.first:
+        return ["First snapshot: nothing to compare with yet; later checks will show what changed."]
+    if not r.stored:
+        return [f"No change since {_when(r.previous_fetched_at)}"
+                + (f" (last checked {_when(r.previous_checked_at)})." if r.previous_checked_at else ".")]
+    if not res.changes:
+        return ["New version stored, but nothing a referring physician needs changed "
+                "(only ignored fields differ)."]
+    out = [f"{len(res.changes)} change{'s' if len(res.changes) != 1 else ''} since {_when(r.previous_fetched_at)}:"]
+    for ch in res.changes:
+        out.extend(change_line(ch))
+    return out
 
 
 def _nearest_block(n: Any) -> list[str]:

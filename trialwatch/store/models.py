@@ -19,7 +19,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from ..diff import SEVERITY_RANK
+from ..events import SEVERITY_RANK
 
 
 def utcnow() -> dt.datetime:

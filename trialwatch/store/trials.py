@@ -11,7 +11,7 @@ from sqlalchemy import (
     update,
 )
 
-from ..diff import Change
+from .. import events
 from .models import Blob, ChangeRow, Snapshot, Trial, TrialAlias, utcnow
 from .records import remember_alias
 
@@ -58,11 +58,7 @@ class TrialOps:
                 trial.gone_at = trial.last_checked_at = utcnow()
                 return False
             trial.gone_at = utcnow()
-            self.add_events(nct_id, [Change(
-                field="record_removed", label="Record no longer on ClinicalTrials.gov",
-                old=trial.overall_status, new=None, severity="critical",
-                detail="ClinicalTrials.gov answers 'not found' for this record; it may have been "
-                       "withdrawn from public view or merged into another record.")], session=s)
+            self.add_events(nct_id, [events.record_removed(trial.overall_status)], session=s)
             return True
 
     def storage_bytes(self) -> dict[str, int]:
