@@ -456,12 +456,12 @@ def test_garbage_stops_asking_for_the_rest_of_the_run(api, db, cfg_path, record)
 def test_backfill_progress_is_drawn_on_a_terminal_only(run, api, capsys):
     from rich.console import Console
 
-    from trialwatch.cli import _BackfillProgress
+    from trialwatch.cli_trials import BackfillProgress
 
     run("check", NCT)
     code, out, err = run("backfill", NCT)
     assert code == 0 and "versions" not in err  # not a terminal: quiet
-    with _BackfillProgress(enabled=True, console=Console(file=sys.stderr, force_terminal=True, width=100)) as bar:
+    with BackfillProgress(enabled=True, console=Console(file=sys.stderr, force_terminal=True, width=100)) as bar:
         bar("start", {"trials": 1, "versions": 3})
         for v in range(3):
             bar("version", {"nct_id": NCT, "version": v})

@@ -109,15 +109,9 @@ def watch(c: Context, nct_ids: tuple[str, ...]) -> None:
 @pass_ctx
 def unwatch(c: Context, nct_ids: tuple[str, ...]) -> None:
     """Take trials added with `trialwatch watch` off the watch list (their history is kept)."""
-    from sqlalchemy import update
-
-    from .poller import watch_reasons
-    from .store import Trial
-
     ids = [c.store.resolve_alias(n) for n in normalize_all(nct_ids)]
-    with c.store.session() as s, s.begin():
-        s.execute(update(Trial).where(Trial.nct_id.in_(ids)).values(watched=False))
-    reasons = watch_reasons(c.store, c.config)
+    c.store.unwatch(ids)
+    reasons = c.store.watch_reasons(c.config)
     for nct in ids:
         still = [r for r in reasons.get(nct, []) if r != "trialwatch watch"]
         if still:
@@ -184,7 +178,7 @@ def backfill(c: Context, nct_ids: tuple[str, ...], all_: bool, important_only: b
     from .history import backfill as run_backfill, ids_for_backfill
 
     ids = ids_for_backfill(c.store, c.config, normalize_all(nct_ids), all_)
-    with Client.from_config(c.config.ctgov) as client, _BackfillProgress(enabled=sys.stderr.isatty()) as bar:
+    with Client.from_config(c.config.ctgov) as client, BackfillProgress(enabled=sys.stderr.isatty()) as bar:
         report = run_backfill(c.store, c.config, client, ids, important_only=important_only, progress=bar)
     if as_json:
         emit_json(report.to_dict())
@@ -206,7 +200,7 @@ def backfill(c: Context, nct_ids: tuple[str, ...], all_: bool, important_only: b
                                  hint="What was fetched is stored; run it again to fetch the rest.")
 
 
-class _BackfillProgress:
+class BackfillProgress:
     """A rich progress bar on stderr (trials, versions, ETA) when it is a terminal; quiet
     otherwise."""
 
@@ -215,7 +209,7 @@ class _BackfillProgress:
         self.console = console  # a rich Console; default: stderr
         self.bar = None
 
-    def __enter__(self) -> "_BackfillProgress":
+    def __enter__(self) -> "BackfillProgress":
         if self.enabled:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn

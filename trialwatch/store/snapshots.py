@@ -15,7 +15,8 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from ..events import SEVERITY_RANK, Change, diff
+from ..diff import diff
+from ..events import SEVERITY_RANK, Change
 from ..errors import StoreError
 from .engine import WRITE_CHUNK
 from .models import Blob, ChangeRow, OutboxRow, SearchMember, Snapshot, Subscriber, Subscription, Trial, utcnow
