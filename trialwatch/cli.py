@@ -20,7 +20,6 @@ import click
 
 from . import __version__, cli_ops, cli_trials
 from .cli_common import Context
-from .cli_trials import _BackfillProgress  # noqa: F401  (tests reach it here)
 from .errors import TrialwatchError
 
 EXIT_CODES = """\b
