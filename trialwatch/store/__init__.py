@@ -62,7 +62,9 @@ from .models import (
 )
 from .records import Recorded, _Prepared, seam_diff
 from .registry import RegistryOps
+from .outbox import Claimed, NewMessage, OutboxOps
 from .snapshots import SnapshotOps
+from .subscribers import SubscriberOps, WantedSubscriber
 from .trials import TrialOps
 
 __all__ = [
@@ -70,13 +72,14 @@ __all__ = [
     "OutboxRow", "Poll", "RateEvent", "Recorded", "RegistryHistory", "RegistryVersion", "SavedSearchRun",
     "SearchMember", "Snapshot", "Store", "Subscriber", "Subscription", "Trial", "TrialAlias", "current_revision",
     "head_revision", "make_engine", "migrations_dir", "open_store", "seam_diff", "upgrade", "utcnow",
-    "_Prepared", "_alembic_config", "_safe_url",
+    "_Prepared", "_alembic_config", "_safe_url", "Claimed", "NewMessage", "WantedSubscriber",
 ]
 
 
-class Store(SnapshotOps, RegistryOps, TrialOps, LockOps):
+class Store(SnapshotOps, RegistryOps, TrialOps, LockOps, SubscriberOps, OutboxOps):
     """The database, opened. Cheap methods over short transactions; the named operations live in
-    one module per concern (snapshots, registry, trials, locks) and are mixed in here."""
+    one module per concern (snapshots, registry, trials, locks, subscribers, outbox) and are
+    mixed in here."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
