@@ -461,6 +461,26 @@ def test_preview_of_a_trial_without_changes_shows_its_current_state(store, recor
     assert "Current status: Recruiting" in r.text and "Now recruiting" in r.text
 
 
+def test_a_send_reads_each_trial_once_however_many_people_follow_it(store, record, monkeypatch):
+    subs = "".join(f"  - {{email: p{i}@example.org, trials: [{NCT}]}}\n" for i in range(5))
+    cfg = make_config(None, subs)
+    notify.sync_subscribers(store, cfg)
+    recruiting(store, record)
+    reads: list[str] = []
+    real = type(store).latest_record
+
+    def counted(self, nct_id):  # noqa: ANN001
+        reads.append(nct_id)
+        return real(self, nct_id)
+
+    monkeypatch.setattr(type(store), "latest_record", counted)
+
+    report = notify.send_pending(store, cfg)
+
+    assert len(report.sent) == 5
+    assert reads == [NCT]
+
+
 def test_preview_shows_exactly_the_digest_send_then_sends_her(store, record, smtp_server):
     # Two polls' changes wait for her (issue 12: preview showed the last poll's one change and
     # another subject, while send mailed all of them).

@@ -435,12 +435,7 @@ class Web:
     # -- the preferences form, shared by subscribe and manage -------------------------------
     def prefs_form(self, request: "Request", template: str, trial_ids: list[str], *, status: int = 200,
                    **ctx: Any) -> "Response":
-        from sqlalchemy import select
-
-        from .store import Trial
-
-        with self.store.session() as s:
-            titles = dict(s.execute(select(Trial.nct_id, Trial.title).where(Trial.nct_id.in_(trial_ids))).all())
+        titles = self.store.trial_titles(trial_ids)
         ctx.setdefault("trials", [])
         ctx.setdefault("searches", [])
         ctx.setdefault("min_severity", "important")

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, select, text
 
-from .models import Message, OutboxRow, RateEvent, Subscriber, Subscription, utcnow
+from .models import Message, OutboxRow, RateEvent, Subscriber, Subscription, Trial, utcnow
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,11 @@ class SubscriberOps:
         """The subscriber at this address (on any channel: addresses are unique), any case."""
         with self.session() as s:
             return s.scalars(select(Subscriber).where(func.lower(Subscriber.address) == address.lower())).first()
+
+    def trial_titles(self, nct_ids: list[str]) -> dict[str, str | None]:
+        """The titles of these trials, for the choices of the preferences form."""
+        with self.session() as s:
+            return dict(s.execute(select(Trial.nct_id, Trial.title).where(Trial.nct_id.in_(nct_ids))).all())
 
     def sync_config_subscribers(self, wanted: list[WantedSubscriber], now: dt.datetime) -> dict[str, list[str]]:
         """Make config subscribers match ``wanted``; returns what happened by address (the keys of
