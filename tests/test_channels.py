@@ -228,6 +228,26 @@ def test_an_apprise_url_gets_the_digest_through_apprise(store, record, receiver)
     [payload] = hookd.payloads()
     assert payload["title"] == report.entries[0].subject == f"{NCT}: Active, not recruiting → Recruiting (+2 more)"
     assert "Minimum age" in payload["message"] and "Enrollment" in payload["message"]
+    # An Apprise URL usually carries a token: send prints its scheme only.
+    assert report.entries[0].recipient == "json://…"
+
+
+def test_an_apprise_url_can_stay_in_the_environment(store, record, receiver, monkeypatch):
+    pytest.importorskip("apprise")
+    hookd = receiver()
+    cfg = make_config(f"  - {{channel: apprise, address: 'env:TW_TEST_APPRISE', trials: [{NCT}]}}\n")
+    notify.sync_subscribers(store, cfg)
+    three_changes(store, record)
+
+    unset = notify.send_pending(store, cfg)
+    [failed] = unset.compose_failed
+    assert "TW_TEST_APPRISE is not set" in failed.error and unset.entries == []
+    monkeypatch.setenv("TW_TEST_APPRISE", hookd.url.replace("http://", "json://"))
+    report = notify.send_pending(store, cfg)
+
+    assert [(e.recipient, e.state) for e in report.entries] == [("env:TW_TEST_APPRISE", "sent")]
+    assert len(hookd.payloads()) == 1
+    assert [m.recipient for m in stored(store)] == ["env:TW_TEST_APPRISE"]  # the URL is stored nowhere
 
 
 def test_an_apprise_channel_without_apprise_installed_is_a_config_error(monkeypatch):

@@ -23,6 +23,7 @@ import hmac
 import importlib.util
 import json
 import os
+import re
 import secrets
 from email import policy
 from email.headerregistry import Address
@@ -73,6 +74,11 @@ class Channel:
         """The bytes to store and send, and the message's stable key."""
         raise NotImplementedError
 
+    @classmethod
+    def display(cls, address: str) -> str:
+        """The address as ``send`` prints and logs it (credentials left out)."""
+        return address
+
     def route(self, recipient: str) -> str:
         """What one outage takes down: messages to the same route are not tried after an
         ``unreachable`` error in the same send."""
@@ -91,6 +97,11 @@ def channel_class(kind: str) -> type[Channel]:
     except KeyError:
         raise ConfigError(f"unknown channel {kind!r}",
                           hint=f"Use one of: {', '.join(sorted(Channel.registry))}.") from None
+
+
+def display(kind: str, address: str) -> str:
+    cls = Channel.registry.get(kind)
+    return cls.display(address) if cls else address
 
 
 def channel_for(kind: str, config: "Config") -> Channel:
@@ -282,7 +293,11 @@ def _host(url: str) -> str:
 # -- apprise (optional extra) -----------------------------------------------------------------
 
 class AppriseChannel(Channel):
-    """Any Apprise URL (Slack, Teams, Matrix, ...): ``pip install 'trialwatch[apprise]'``."""
+    """Any Apprise URL (Slack, Teams, Matrix, ...): ``pip install 'trialwatch[apprise]'``.
+
+    Apprise URLs usually carry the service's token. Secrets stay out of config.yaml: write the
+    address as ``env:NAME`` and put the URL in the environment variable NAME.
+    """
 
     __kind__ = "apprise"
 
@@ -294,12 +309,30 @@ class AppriseChannel(Channel):
 
     @classmethod
     def check_address(cls, address: str) -> str:
-        if "://" not in address:
-            raise ValueError(f"{address[:80]!r} is not an Apprise URL (scheme://...)")
+        if address.startswith("env:"):
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", address[4:]):
+                raise ValueError(f"{address[:80]!r}: after 'env:' comes the name of an environment variable")
+        elif "://" not in address:
+            raise ValueError(f"{address[:80]!r} is not an Apprise URL (scheme://...) nor env:NAME")
         return address
+
+    @classmethod
+    def display(cls, address: str) -> str:
+        return address if address.startswith("env:") else address.split("://", 1)[0] + "://…"
+
+    @staticmethod
+    def _url(address: str) -> str:
+        if not address.startswith("env:"):
+            return address
+        url = os.environ.get(address[4:], "")
+        if not url:
+            raise ConfigError(f"{address[4:]} is not set",
+                              hint="A subscriber's apprise address names it: set it to the Apprise URL.")
+        return url
 
     def compose(self, rendered: "Rendered", view: "DigestView | None", *, to: str, name: str | None,
                 now: dt.datetime, unsubscribe_token: str | None = None) -> tuple[bytes, str]:
+        self._url(to)  # refused here, before anything is queued that could never be delivered
         body = json.dumps({"title": rendered.subject, "body": rendered.text}, ensure_ascii=False).encode()
         return body, new_key(now)
 
@@ -312,10 +345,10 @@ class AppriseChannel(Channel):
 
         data = json.loads(body)
         ap = apprise.Apprise()
-        if not ap.add(recipient):
-            raise PermanentMailError(f"apprise does not understand the URL of {recipient.split('://')[0]}://…",
+        what = self.display(recipient)
+        if not ap.add(self._url(recipient)):
+            raise PermanentMailError(f"apprise does not understand the URL of {what}",
                                      hint="Check the subscriber's apprise address.")
         # Apprise reports failure as False, without telling a transient one from a lasting one.
         if not ap.notify(title=data["title"], body=data["body"]):
-            raise TransientMailError(f"apprise could not notify {recipient.split('://')[0]}://…",
-                                     hint="It stays queued and is retried.")
+            raise TransientMailError(f"apprise could not notify {what}", hint="It stays queued and is retried.")

@@ -445,7 +445,7 @@ def compose_digests(store: Store, config: "Config", *, now: dt.datetime | None =
     that cannot be built is logged as an error and, when ``failures`` is given, appended to it
     (state ``unbuilt``) so the caller counts it; her changes stay queued.
     """
-    from .channels import channel_for
+    from .channels import channel_for, display
     from .outbox import SendEntry
 
     now = now or utcnow()
@@ -467,11 +467,12 @@ def compose_digests(store: Store, config: "Config", *, now: dt.datetime | None =
                 # Her outbox rows stay unattached, so nothing is lost: a fixed release mails them.
                 # Reported, never swallowed: a digest nobody can build is mail that never arrives.
                 error = f"cannot build the digest: {type(e).__name__}: {e}"
+                shown = display(sub.channel, sub.address)
                 log.error("subscriber %s (%s): %s; her %d change(s) stay queued",
-                          sub.id, untrusted.one_line(sub.address), error, len(keep))
+                          sub.id, untrusted.one_line(shown), error, len(keep))
                 log.debug("digest composition failed", exc_info=True)
                 if failures is not None:
-                    failures.append(SendEntry(None, sub.address, "(digest)", "unbuilt", error))
+                    failures.append(SendEntry(None, shown, "(digest)", "unbuilt", error))
                 continue
         mid = store.store_digest(sub.id, [o for _, o in keep], drop, message, now)
         if mid is not None:

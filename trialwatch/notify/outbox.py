@@ -18,7 +18,7 @@ from .. import untrusted
 from ..errors import MailUndelivered
 from ..mailer import PermanentMailError, TransientMailError, Transport
 from ..store import Claimed, Store, utcnow
-from .channels import Channel, EmailChannel, channel_class
+from .channels import Channel, EmailChannel, channel_class, display
 from .digest import compose_digests, digest_subject, group, pending
 
 if TYPE_CHECKING:
@@ -142,10 +142,11 @@ def send_pending(store: Store, config: "Config", *, transport: Transport | None 
         for p in pending(store, now):
             kept = [c for c, _ in p.split()[0]]
             if kept:
-                report.entries.append(SendEntry(None, p.subscriber.address, digest_subject(group(kept)),
+                report.entries.append(SendEntry(None, display(p.subscriber.channel, p.subscriber.address),
+                                                digest_subject(group(kept)),
                                                 "would_send"))
         for m in store.queued_messages(now, due_only=not force):
-            report.entries.append(SendEntry(m.id, m.recipient, m.subject, "would_send",
+            report.entries.append(SendEntry(m.id, display(m.channel, m.recipient), m.subject, "would_send",
                                             m.last_error, m.attempts, m.next_attempt_at))
         return report
     report.recovered = store.recover_leases(now)
@@ -208,7 +209,7 @@ def deliver_all(store: Store, config: "Config", transport: Transport | None, ids
 
 def _untried(store: Store, config: "Config", msg: Any, unreachable: TransientMailError,
              now: dt.datetime) -> SendEntry:
-    entry = SendEntry(msg.id, msg.recipient, msg.subject, "queued",
+    entry = SendEntry(msg.id, display(msg.channel, msg.recipient), msg.subject, "queued",
                       f"not tried: {unreachable.message}", msg.attempts, msg.next_attempt_at)
     if msg.state == "queued" and now >= _give_up_at(config, msg.created_at):
         # Its whole window passed without the route being reachable: no dial would change that.
@@ -250,7 +251,7 @@ def _deliver(store: Store, config: "Config", channel: Channel, mid: int, now: dt
     if m is None:
         return None
     error = _try(channel, m)
-    entry = SendEntry(mid, m.recipient, m.subject, "sent", None, m.attempts)
+    entry = SendEntry(mid, channel.display(m.recipient), m.subject, "sent", None, m.attempts)
     if error is None:
         values: dict[str, Any] = {"state": "sent", "sent_at": now, "last_error": None, "next_attempt_at": None}
     else:
