@@ -112,7 +112,7 @@ def watch_reasons(store: "Store", config: "Config") -> dict[str, list[str]]:
     from .store import SearchMember, Subscriber, Subscription, Trial, TrialAlias
 
     found: list[tuple[str, str]] = [(n, "config.yaml trials") for n in config.trials]
-    found += [(n, f"config.yaml subscriber {sub.email}") for sub in config.subscribers for n in sub.trials]
+    found += [(n, f"config.yaml subscriber {sub.address}") for sub in config.subscribers for n in sub.trials]
     names = {x.name for x in config.searches}
     with store.session() as s:
         found += [(n, "trialwatch watch") for n in s.scalars(
