@@ -84,3 +84,25 @@ def test_two_processes_opening_a_fresh_database_at_once_both_succeed(db_url):
     assert st.current_revision(opened[0].engine) == st.head_revision()
     for s in opened:
         s.close()
+
+
+def test_0003_makes_every_existing_subscriber_and_message_an_email_one(db_url):
+    from alembic import command
+
+    s = st.open_store(db_url)
+    with s.engine.begin() as conn:
+        command.downgrade(st.alembic_config(conn), "0002")
+    with s.engine.begin() as conn:
+        conn.execute(text("INSERT INTO subscribers (id, email, name, state, source, min_severity, digest, "
+                          "created_at, token_version) VALUES (1, 'ana@example.org', 'Ana', 'active', "
+                          "'config', 'important', 'each_poll', '2026-11-01 00:00:00', 0)"))
+        conn.execute(text("INSERT INTO messages (subscriber_id, kind, recipient, rfc_message_id, subject, body, "
+                          "state, attempts, created_at) VALUES (1, 'digest', 'ana@example.org', '<a@x>', 's', "
+                          ":body, 'queued', 0, '2026-11-01 00:00:00')"), {"body": b"raw mail"})
+
+    assert st.upgrade(s.engine)[1] == st.head_revision()
+
+    with s.engine.connect() as conn:
+        assert conn.execute(text("SELECT channel, address FROM subscribers")).all() == [("email", "ana@example.org")]
+        assert conn.execute(text("SELECT channel, recipient FROM messages")).all() == [("email", "ana@example.org")]
+    s.close()

@@ -461,6 +461,52 @@ def test_preview_of_a_trial_without_changes_shows_its_current_state(store, recor
     assert "Current status: Recruiting" in r.text and "Now recruiting" in r.text
 
 
+def test_a_send_reads_each_trial_once_however_many_people_follow_it(store, record, monkeypatch):
+    subs = "".join(f"  - {{email: p{i}@example.org, trials: [{NCT}]}}\n" for i in range(5))
+    cfg = make_config(None, subs)
+    notify.sync_subscribers(store, cfg)
+    recruiting(store, record)
+    reads: list[str] = []
+    real = type(store).latest_record
+
+    def counted(self, nct_id):  # noqa: ANN001
+        reads.append(nct_id)
+        return real(self, nct_id)
+
+    monkeypatch.setattr(type(store), "latest_record", counted)
+
+    report = notify.send_pending(store, cfg)
+
+    assert len(report.sent) == 5
+    assert reads == [NCT]
+
+
+def test_preview_shows_exactly_the_digest_send_then_sends_her(store, record, smtp_server):
+    # Two polls' changes wait for her (issue 12: preview showed the last poll's one change and
+    # another subject, while send mailed all of them).
+    cfg = make_config(smtp_server, ANA_BO)
+    notify.sync_subscribers(store, cfg)
+    first = utcnow() - dt.timedelta(hours=2)
+    recruiting(store, record, at=first)
+    later = record(NCT)
+    set_path(later, STATUS, "RECRUITING")
+    set_path(later, "protocolSection.designModule.enrollmentInfo.count", 999)
+    set_path(later, "protocolSection.eligibilityModule.minimumAge", "21 Years")
+    assert len(store.record_fetch(later, fetched_at=first + dt.timedelta(hours=1)).changes) == 2
+
+    shown = notify.preview(store, cfg, NCT, to="ana@example.org")
+    sent = notify.send_pending(store, cfg)
+
+    [entry] = sent.sent
+    mail = parsed(smtp_server.messages[0].data)
+    assert shown.subject == entry.subject == mail["Subject"]
+    assert shown.subject == f"{NCT}: Active, not recruiting → Recruiting (+2 more)"
+    text = mail.get_body(preferencelist=("plain",)).get_content()
+    labels = re.findall(r"^\* (.+) \[", text, flags=re.M)
+    assert labels == re.findall(r"^\* (.+) \[", shown.text, flags=re.M)
+    assert len(labels) == 3 and "3 changes in 1 trial you follow." in shown.text
+
+
 # -- subscribers from config.yaml ---------------------------------------------------------------
 
 def test_sync_creates_updates_and_never_resubscribes_the_unsubscribed(store):
@@ -553,7 +599,7 @@ def test_a_lease_runs_from_the_claim_not_from_the_start_of_a_long_send(store, re
     recruiting(store, record)
     now = utcnow()
     clock = [1000.0]
-    monkeypatch.setattr(notify, "_clock", lambda: clock[0], raising=False)
+    monkeypatch.setattr(notify.outbox, "_clock", lambda: clock[0])
     second: list[bytes] = []
 
     class Other:
@@ -597,7 +643,7 @@ def test_one_digest_that_cannot_be_rendered_does_not_hold_back_everyone_elses_ma
             raise ValueError("a record value the template cannot handle")
         return real(store_, config, subscriber, *a, **kw)
 
-    monkeypatch.setattr(notify, "render_digest", flaky)
+    monkeypatch.setattr(notify.digest, "render_digest", flaky)
 
     report = notify.send_pending(store, cfg)
 
@@ -606,7 +652,7 @@ def test_one_digest_that_cannot_be_rendered_does_not_hold_back_everyone_elses_ma
     with store.session() as s:
         waiting = s.scalars(select(OutboxRow).where(OutboxRow.message_id.is_(None))).all()
         assert [o.subscriber_id for o in waiting] == [1]
-    monkeypatch.setattr(notify, "render_digest", real)
+    monkeypatch.setattr(notify.digest, "render_digest", real)
     assert [e.recipient for e in notify.send_pending(store, cfg).sent] == ["ana@example.org"]
 
 

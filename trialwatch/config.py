@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from .errors import ConfigError, InvalidNctId
 from .events import SEVERITIES, Severity  # noqa: F401  (SEVERITIES: web imports it from here)
@@ -180,7 +189,11 @@ Location = Annotated[Any, AfterValidator(_place)]
 
 
 class SubscriberConfig(_Strict):
-    email: str
+    # Where her digests go: ``email: ...`` alone (the default channel), or ``channel:`` (a name in
+    # notify.channels: email, webhook, apprise) with ``address:``.
+    email: str | None = None
+    channel: str = "email"
+    address: str | None = None
     name: str | None = None
     trials: NctList = []
     searches: list[str] = []
@@ -191,11 +204,51 @@ class SubscriberConfig(_Strict):
 
     @field_validator("email")
     @classmethod
-    def _email(cls, v: str) -> str:
+    def _email(cls, v: str | None) -> str | None:
         from .untrusted import subscriber_address
 
         # The same rule as the web sign-up: an address accepted here must be mailable.
-        return subscriber_address(v)
+        return subscriber_address(v) if v is not None else None
+
+    @field_validator("channel")
+    @classmethod
+    def _channel(cls, v: str) -> str:
+        from .notify.channels import Channel
+
+        if v not in Channel.registry:
+            raise ValueError(f"unknown channel {v!r} (one of: {', '.join(sorted(Channel.registry))})")
+        try:
+            Channel.registry[v].check_available()
+        except ConfigError as e:
+            raise ValueError(f"{e.message}. {e.hint}") from None
+        return v
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str | None, info: ValidationInfo) -> str | None:
+        from .notify.channels import Channel
+
+        channel = Channel.registry.get(info.data.get("channel", ""))
+        # An address accepted here must be deliverable on its channel.
+        return channel.check_address(v) if v is not None and channel is not None else v
+
+    @model_validator(mode="after")
+    def _destination(self) -> "SubscriberConfig":
+        if self.channel == "email":
+            if self.email and self.address and self.email != self.address:
+                raise ValueError("give the address once: 'email:' or 'address:'")
+            address = self.email or self.address
+        elif self.email:
+            raise ValueError(f"'email:' is for the email channel; a {self.channel} subscriber has 'address:'")
+        else:
+            address = self.address
+        if not address:
+            raise ValueError("a subscriber needs 'email:' (or 'channel:' and 'address:')")
+        # Frozen model: both names carry the destination from here on.
+        object.__setattr__(self, "address", address)
+        if self.channel == "email":
+            object.__setattr__(self, "email", address)
+        return self
 
 
 class NearConfig(_Strict):
@@ -303,14 +356,14 @@ class Config(_Strict):
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"search name {sorted(dup)[0]!r} is used twice")
-        emails = [s.email.lower() for s in self.subscribers]
+        emails = [s.address.lower() for s in self.subscribers]
         dup = {e for e in emails if emails.count(e) > 1}
         if dup:
             raise ValueError(f"subscriber {sorted(dup)[0]!r} is listed twice")
         for sub in self.subscribers:
             for s in sub.searches:
                 if s not in names:
-                    raise ValueError(f"subscriber {sub.email} names search {s!r}, which is not under 'searches'")
+                    raise ValueError(f"subscriber {sub.address} names search {s!r}, which is not under 'searches'")
         return self
 
     # -- derived values -------------------------------------------------------------------

@@ -45,8 +45,8 @@ HERE = Path(__file__).resolve().parent
 DIGESTS = ("each_poll", "daily", "weekly")
 CSRF_COOKIE = "tw_csrf"
 CSRF_FIELD = "csrf_token"
-# Confirmation mails: at most this many per window, per address and per client address.
-RATE_WINDOW = dt.timedelta(hours=1)
+# Confirmation mails: at most this many per window (notify.subscribers.RATE_WINDOW, an hour),
+# per address and per client address.
 MAX_CONFIRMS_PER_EMAIL = 3
 MAX_SUBSCRIBES_PER_CLIENT = 10
 HEALTH_TIMEOUT_S = 2.0  # /healthz answers within this, database or not
@@ -325,65 +325,23 @@ class Web:
         return self.render(request, "check_inbox.html", email=email)
 
     def allow(self, kind: str, key: str, limit: int) -> bool:
-        """Count one event against ``limit`` per RATE_WINDOW; False (and nothing counted) when
-        the limit is reached."""
-        from sqlalchemy import delete, func, select
+        """Count one event against ``limit`` per hour; False (and nothing counted) when the
+        limit is reached."""
+        from .notify import subscribers
 
-        from .store import RateEvent, utcnow
-
-        now = utcnow()
-        with self.store.session() as s, s.begin():
-            # Count and insert under one lock per key: otherwise concurrent requests all count
-            # below the limit and all insert (40 at once let 12 through a limit of 10).
-            _lock_key(s, "rate:" + kind, key[:320])
-            s.execute(delete(RateEvent).where(RateEvent.at < now - dt.timedelta(days=1)))
-            n = s.scalar(select(func.count()).select_from(RateEvent).where(
-                RateEvent.kind == kind, RateEvent.key == key[:320], RateEvent.at >= now - RATE_WINDOW))
-            if n >= limit:
-                return False
-            s.add(RateEvent(kind=kind, key=key[:320], at=now))
-        return True
+        return subscribers.allow(self.store, kind, key, limit)
 
     def upsert_pending(self, email: str, prefs: dict) -> "Subscriber":
-        """A new or not-yet-active address gets these preferences, pending confirmation. An
-        active address is left exactly as it is: its confirmation link leads to the manage
-        page, where its owner can change it herself."""
-        from sqlalchemy import func, select
+        from .notify import subscribers
 
-        from .store import Subscriber
-
-        with self.store.session() as s, s.begin():
-            # Without the lock, concurrent first sign-ups of one address all find no row and all
-            # insert: every one but the first hit the UNIQUE constraint (a 503 on PostgreSQL).
-            _lock_key(s, "subscriber", email.lower())
-            sub = s.scalars(select(Subscriber).where(func.lower(Subscriber.email) == email.lower())).first()
-            if sub is None:
-                sub = Subscriber(email=email, state="pending", source="web", token_version=0)
-                s.add(sub)
-            if sub.state != "active":
-                # An unsubscribed address comes back only through a new opt-in.
-                sub.state = "pending"
-                _set_prefs(sub, **prefs)
-                # Only the newest confirmation link confirms: anyone can submit the form for an
-                # address, and an older link must not confirm choices made after it was sent.
-                sub.token_version = (sub.token_version or 0) + 1
-            s.flush()
-            s.refresh(sub)
-            _ = sub.subscriptions  # load before the session closes
-            return sub
+        return subscribers.upsert_pending(self.store, email, prefs)
 
     # -- confirm / manage / unsubscribe -----------------------------------------------------
     def subscriber_for(self, purpose: str, token: str) -> "Subscriber":
         """The subscriber a signed link names; TokenError if forged, expired or superseded."""
-        from .store import Subscriber
+        from .notify import subscribers
 
-        data = tokens.read(self.secret, purpose, token or "")
-        with self.store.session() as s:
-            sub = s.get(Subscriber, data.subscriber_id)
-            if sub is None or sub.token_version != data.version:
-                raise TokenError(f"this {purpose} link is no longer valid")
-            _ = sub.subscriptions
-            return sub
+        return subscribers.subscriber_for(self.store, self.secret, purpose, token)
 
     def bad_link(self, request: "Request", e: TokenError) -> "Response":
         return self.render(request, "message.html", status=400, title="This link does not work",
@@ -401,13 +359,9 @@ class Web:
             # GET never changes state: mail scanners prefetch links.
             return self.render(request, "confirm.html", sub=sub, token=token, manage_token=manage,
                                done=False)
-        from .store import Subscriber, utcnow
+        from .notify import subscribers
 
-        with self.store.session() as s, s.begin():
-            row = s.get(Subscriber, sub.id)
-            row.state = "active"
-            row.confirmed_at = utcnow()
-            row.unsubscribed_at = None
+        subscribers.confirm(self.store, sub.id)
         return self.render(request, "confirm.html", sub=sub, token=token, manage_token=manage, done=True)
 
     def manage(self, request: "Request", form: Any) -> "Response":
@@ -431,27 +385,21 @@ class Web:
         prefs, errors = self.read_prefs(form, choices)
         if errors:
             return self.prefs_form(request, "manage.html", choices, status=400, errors=errors, **links, **prefs)
-        from .store import Subscriber
+        from .notify import subscribers
 
-        with self.store.session() as s, s.begin():
-            _set_prefs(s.get(Subscriber, sub.id), **prefs)
+        subscribers.set_prefs(self.store, sub.id, prefs)
         return self.prefs_form(request, "manage.html", choices, saved=True, **links, **prefs)
 
     def unsubscribe(self, request: "Request", form: Any) -> "Response":
         from . import notify
-        from .store import Subscriber
+        from .notify import subscribers
 
         token = _token(request, form)
         try:
             if form is not None:
                 sub = notify.unsubscribe(self.store, self.config, token)
             else:
-                # Any token_version: a link in old mail must still work (RFC 8058), as in notify.
-                data = tokens.read(self.secret, "unsubscribe", token)
-                with self.store.session() as s:
-                    sub = s.get(Subscriber, data.subscriber_id)
-                if sub is None:
-                    raise TokenError("this unsubscribe link names an address that is no longer on file")
+                sub = subscribers.unsubscribe_target(self.store, self.secret, token)
         except TokenError as e:
             return self.bad_link(request, e)
         return self.render(request, "unsubscribe.html", sub=sub, token=token, done=form is not None)
@@ -503,35 +451,10 @@ class Web:
 
 # -- helpers ----------------------------------------------------------------------------------
 
-def _lock_key(session: Any, kind: str, key: str) -> None:
-    """Serialise this transaction with every other one that locks the same (kind, key).
-
-    PostgreSQL: a transaction-scoped advisory lock, released at commit or rollback. SQLite:
-    nothing to do, its transactions here begin IMMEDIATE and so already run one at a time.
-    """
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy import text
-
-        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:kind), hashtext(:key))"),
-                        {"kind": kind, "key": key})
-
-
-def _set_prefs(sub: "Subscriber", *, trials: list[str], searches: list[str], min_severity: str,
-               digest: str) -> None:
-    from .store import Subscription
-
-    sub.min_severity = min_severity
-    sub.digest = digest
-    wanted = {("trial", t) for t in trials} | {("search", n) for n in searches}
-    sub.subscriptions = [x for x in sub.subscriptions if (x.kind, x.target) in wanted]
-    have = {(x.kind, x.target) for x in sub.subscriptions}
-    sub.subscriptions += [Subscription(kind=k, target=t) for k, t in sorted(wanted - have)]
-
-
 def _prefs_of(sub: "Subscriber") -> dict:
-    return {"trials": [x.target for x in sub.subscriptions if x.kind == "trial"],
-            "searches": [x.target for x in sub.subscriptions if x.kind == "search"],
-            "min_severity": sub.min_severity, "digest": sub.digest}
+    from .notify.subscribers import prefs_of
+
+    return prefs_of(sub)
 
 
 def _token(request: "Request", form: Any) -> str:

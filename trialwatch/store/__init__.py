@@ -65,7 +65,9 @@ from .polls import PollOps
 from .records import Recorded, Prepared, seam_diff
 from .registry import RegistryOps
 from .searches import SearchOps
+from .outbox import Claimed, NewMessage, OutboxOps
 from .snapshots import SnapshotOps
+from .subscribers import SubscriberOps, WantedSubscriber
 from .trials import TrialOps
 from .watch import WatchOps
 
@@ -78,14 +80,15 @@ __all__ = [
     "OutboxRow", "Poll", "RateEvent", "Recorded", "RegistryHistory", "RegistryVersion", "SavedSearchRun",
     "SearchMember", "Snapshot", "Store", "Subscriber", "Subscription", "Trial", "TrialAlias", "current_revision",
     "head_revision", "make_engine", "migrations_dir", "open_store", "seam_diff", "upgrade", "utcnow",
-    "Prepared", "alembic_config", "safe_url",
+    "Prepared", "alembic_config", "safe_url", "Claimed", "NewMessage", "WantedSubscriber",
 ]
 
 
-class Store(SnapshotOps, RegistryOps, TrialOps, LockOps, WatchOps, PollOps, SearchOps, PageOps):
+class Store(SnapshotOps, RegistryOps, TrialOps, LockOps, WatchOps, PollOps, SearchOps, PageOps,
+            SubscriberOps, OutboxOps):
     """The database, opened, and the only place that queries it. Cheap methods over short
     transactions; the named operations live in one module per concern (snapshots, registry,
-    trials, locks, watch, polls, searches, pages) and are mixed in here."""
+    trials, locks, watch, polls, searches, pages, subscribers, outbox) and are mixed in here."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine

@@ -17,7 +17,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, synonym
 
 from ..events import SEVERITY_RANK
 
@@ -163,7 +163,12 @@ class ChangeRow(Base):
 class Subscriber(Base):
     __tablename__ = "subscribers"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    email: Mapped[str] = mapped_column(String(320), unique=True)
+    # Where her digests go: a channel by name (notify.channels) and its address there (a mail
+    # address, a webhook URL, an Apprise URL). A mail address and a URL never coincide, so the
+    # address alone is unique.
+    channel: Mapped[str] = mapped_column(String(16), default="email", server_default="email")
+    address: Mapped[str] = mapped_column(String(2000), unique=True)
+    email = synonym("address")  # the older name, for the email channel's readers
     name: Mapped[str | None] = mapped_column(String(200))
     state: Mapped[str] = mapped_column(String(16), default="pending")  # pending|active|unsubscribed
     source: Mapped[str] = mapped_column(String(16), default="config")  # config|web
@@ -204,17 +209,19 @@ class OutboxRow(Base):
 
 
 class Message(Base):
-    """One email: a digest (or a confirmation). Rendered once, sent as the same bytes on every
-    attempt, so a retry after a crash repeats the same Message-ID."""
+    """One notification: a digest (or a confirmation) for one channel. Rendered once, sent as
+    the same bytes on every attempt under the same stable key (``rfc_message_id``: the email's
+    Message-ID, a webhook's Idempotency-Key), so a repeat after a crash or timeout can be dropped."""
 
     __tablename__ = "messages"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     subscriber_id: Mapped[int | None] = mapped_column(ForeignKey("subscribers.id", ondelete="SET NULL"), index=True)
     kind: Mapped[str] = mapped_column(String(16), default="digest")  # digest | confirm
-    recipient: Mapped[str] = mapped_column(String(320))
+    channel: Mapped[str] = mapped_column(String(16), default="email", server_default="email")
+    recipient: Mapped[str] = mapped_column(String(2000))  # the address on that channel
     rfc_message_id: Mapped[str] = mapped_column(String(255), unique=True)
     subject: Mapped[str] = mapped_column(Text)
-    body: Mapped[bytes] = mapped_column(LargeBinary)  # the full RFC 5322 message
+    body: Mapped[bytes] = mapped_column(LargeBinary)  # what the channel sends: RFC 5322 bytes, a JSON body
     state: Mapped[str] = mapped_column(String(10), default="queued", index=True)  # queued|sending|sent|failed
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[dt.datetime | None] = mapped_column(DateTime)

@@ -78,8 +78,8 @@ class PageOps:
         """Every subscriber as a plain dict (email, name, state, source, min_severity, digest,
         trials, searches), by address."""
         with self.session() as s:
-            subs = list(s.scalars(select(Subscriber).order_by(Subscriber.email)))
-            return [{"email": x.email, "name": x.name, "state": x.state, "source": x.source,
+            subs = list(s.scalars(select(Subscriber).order_by(Subscriber.address)))
+            return [{"email": x.address, "channel": x.channel, "name": x.name, "state": x.state, "source": x.source,
                      "min_severity": x.min_severity, "digest": x.digest,
                      "trials": sorted(t.target for t in x.subscriptions if t.kind == "trial"),
                      "searches": sorted(t.target for t in x.subscriptions if t.kind == "search")} for x in subs]

@@ -35,14 +35,14 @@ class WatchOps:
         what is watched: the poller, `trialwatch watch` and the web pages all read it.
         ``config`` is the loaded configuration (its ``trials``, ``subscribers`` and ``searches``)."""
         found: list[tuple[str, str]] = [(n, "config.yaml trials") for n in config.trials]
-        found += [(n, f"config.yaml subscriber {sub.email}") for sub in config.subscribers for n in sub.trials]
+        found += [(n, f"config.yaml subscriber {sub.address}") for sub in config.subscribers for n in sub.trials]
         names = {x.name for x in config.searches}
         with self.session() as s:
             found += [(n, "trialwatch watch") for n in s.scalars(
                 select(Trial.nct_id).where(Trial.watched.is_(True)).order_by(Trial.nct_id))]
             # Config subscribers' trials are listed above, from the file itself.
             found += [(n, f"web subscriber {email}") for n, email in s.execute(
-                select(Subscription.target, Subscriber.email).join(Subscriber)
+                select(Subscription.target, Subscriber.address).join(Subscriber)
                 .where(Subscription.kind == "trial", Subscriber.state == "active", Subscriber.source != "config"))]
             found += [(n, link.replace("expanded_access:", "expanded access of ")) for n, link in s.execute(
                 select(Trial.nct_id, Trial.linked_from).where(Trial.linked_from.is_not(None)))]

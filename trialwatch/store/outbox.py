@@ -1,0 +1,166 @@
+"""The outbox and the messages: what is owed to whom, claims, leases and settling a try.
+
+The rules (when a digest is due, how long to back off, when to give up) are ``notify``'s; the
+transactions that make a claim exclusive and a digest's rows belong to one message are here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+
+from .models import ChangeRow, Message, OutboxRow, SearchMember, Subscriber, Trial
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """A rendered notification, ready to be queued."""
+
+    subscriber_id: int | None
+    kind: str
+    channel: str
+    recipient: str
+    key: str            # the stable delivery key: Message-ID / Idempotency-Key
+    subject: str
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A message this sender holds the lease of, as stored."""
+
+    id: int
+    channel: str
+    recipient: str
+    key: str
+    subject: str
+    body: bytes
+    attempts: int
+    created_at: dt.datetime
+    next_attempt_at: dt.datetime | None
+
+
+class OutboxOps:
+    """Mixed into Store: the outbox rows and the message queue."""
+
+    def unsent_outbox(self) -> list[tuple[int, ChangeRow, Subscriber]]:
+        """Unattached outbox rows of active subscribers, by subscriber then change."""
+        with self.session() as s:
+            return [tuple(r) for r in s.execute(
+                select(OutboxRow.id, ChangeRow, Subscriber)
+                .join(ChangeRow, OutboxRow.change_id == ChangeRow.id)
+                .join(Subscriber, OutboxRow.subscriber_id == Subscriber.id)
+                .where(OutboxRow.message_id.is_(None), Subscriber.state == "active")
+                .order_by(Subscriber.id, ChangeRow.id)).all()]
+
+    def trial_context(self, nct_ids: list[str]) -> tuple[dict[str, str | None], dict[str, set[str]]]:
+        """Titles and saved-search memberships of these trials, for a digest's view model."""
+        with self.session() as s:
+            memberships: dict[str, set[str]] = {}
+            for search, nct in s.execute(select(SearchMember.search, SearchMember.nct_id)
+                                         .where(SearchMember.nct_id.in_(nct_ids))):
+                memberships.setdefault(nct, set()).add(search)
+            titles = dict(s.execute(select(Trial.nct_id, Trial.title).where(Trial.nct_id.in_(nct_ids))).all())
+        return titles, memberships
+
+    def store_digest(self, subscriber_id: int, keep: list[int], drop: list[int], message: NewMessage | None,
+                     now: dt.datetime) -> int | None:
+        """Drop the outbox rows below her floor, and queue ``message`` with ``keep`` attached to
+        it, in one transaction. None when another composer attached any of ``keep`` first (its
+        digest stands; this one is rolled back) or when there is no message."""
+        try:
+            with self.session() as s, s.begin():
+                if drop:
+                    s.execute(delete(OutboxRow).where(OutboxRow.id.in_(drop), OutboxRow.message_id.is_(None)))
+                if message is None:
+                    return None
+                mid = _add_message(s, message, now)
+                res = s.execute(update(OutboxRow)
+                                .where(OutboxRow.id.in_(keep), OutboxRow.message_id.is_(None))
+                                .values(message_id=mid))
+                if res.rowcount != len(keep):
+                    raise _Taken
+                s.execute(update(Subscriber).where(Subscriber.id == subscriber_id).values(last_digest_at=now))
+                return mid
+        except _Taken:
+            return None
+
+    def queue_message(self, message: NewMessage, now: dt.datetime) -> int:
+        with self.session() as s, s.begin():
+            return _add_message(s, message, now)
+
+    def recover_leases(self, now: dt.datetime) -> int:
+        """Re-queue messages whose sender's lease ran out; returns how many."""
+        with self.session() as s, s.begin():
+            # A digest stranded by a crashed sender is not re-queued for someone who unsubscribed
+            # meanwhile (unsubscribe drops only what is queued): it is dropped like her queued mail.
+            gone = list(s.scalars(select(Message.id).join(Subscriber, Message.subscriber_id == Subscriber.id)
+                                  .where(Message.state == "sending", Message.lease_until < now,
+                                         Message.kind == "digest", Subscriber.state == "unsubscribed")))
+            if gone:
+                s.execute(delete(OutboxRow).where(OutboxRow.message_id.in_(gone)))
+                s.execute(delete(Message).where(Message.id.in_(gone)))
+            res = s.execute(update(Message).where(Message.state == "sending", Message.lease_until < now)
+                            .values(state="queued", lease_until=None, next_attempt_at=None))
+            return res.rowcount or 0
+
+    def queued_messages(self, now: dt.datetime, *, due_only: bool) -> list[Message]:
+        q = select(Message).where(Message.state == "queued")
+        if due_only:
+            q = q.where((Message.next_attempt_at.is_(None)) | (Message.next_attempt_at <= now))
+        with self.session() as s:
+            return list(s.scalars(q.order_by(Message.id)))
+
+    def count_queued(self) -> int:
+        with self.session() as s:
+            return s.scalar(select(func.count()).select_from(Message).where(Message.state == "queued"))
+
+    def undelivered_earlier(self) -> list[tuple[int, str | None]]:
+        """Queued messages an earlier try could not deliver: (id, last error)."""
+        with self.session() as s:
+            return [tuple(r) for r in s.execute(select(Message.id, Message.last_error).where(
+                Message.state == "queued", Message.last_error.is_not(None)))]
+
+    def message(self, mid: int) -> Message | None:
+        with self.session() as s:
+            return s.get(Message, mid)
+
+    def claim_message(self, mid: int, lease_until: dt.datetime) -> Claimed | None:
+        """Move one message from queued to sending with a lease (counting a try), committed. None
+        when another sender took it first: only one process can move a row out of 'queued'."""
+        with self.session() as s, s.begin():
+            res = s.execute(update(Message).where(Message.id == mid, Message.state == "queued")
+                            .values(state="sending", lease_until=lease_until, attempts=Message.attempts + 1))
+            if res.rowcount != 1:
+                return None
+            m = s.get(Message, mid)
+            return Claimed(m.id, m.channel, m.recipient, m.rfc_message_id, m.subject, m.body, m.attempts,
+                           m.created_at, m.next_attempt_at)
+
+    def settle_message(self, mid: int, values: dict[str, Any]) -> None:
+        """Record the outcome of a claimed message's try (only while it is still ours)."""
+        with self.session() as s, s.begin():
+            s.execute(update(Message).where(Message.id == mid, Message.state == "sending").values(**values))
+
+    def fail_queued(self, mid: int, error: str) -> bool:
+        """Mark a still-queued message failed for good; False when it is no longer queued."""
+        with self.session() as s, s.begin():
+            res = s.execute(update(Message).where(Message.id == mid, Message.state == "queued")
+                            .values(state="failed", last_error=error))
+            return bool(res.rowcount)
+
+
+class _Taken(Exception):
+    """Rolls back a digest whose outbox rows another composer attached first."""
+
+
+def _add_message(s: Any, m: NewMessage, now: dt.datetime) -> int:
+    row = Message(subscriber_id=m.subscriber_id, kind=m.kind, channel=m.channel, recipient=m.recipient,
+                  rfc_message_id=m.key, subject=m.subject, body=m.body, state="queued", attempts=0,
+                  created_at=now)
+    s.add(row)
+    s.flush()
+    return row.id
