@@ -293,3 +293,36 @@ def test_work_prepared_before_the_write_lock_is_not_used_once_another_writer_mov
     assert [(c.field, c.old_value, c.new_value) for c in res.changes] == [
         ("overall_status", "RECRUITING", "SUSPENDED")]
     assert counts(store)["snapshots"] == 3
+
+
+def test_a_first_poll_stores_new_trials_in_bulk_not_record_by_record(store):
+    """Twenty trials never seen: a few statements for all of them (trials, blobs, snapshots in
+    one write transaction), not several per record; each is a silent baseline (no change, no
+    outbox row, even for a physician who follows it)."""
+    from sqlalchemy import event
+
+    from corpus import clones
+
+    records = clones(20)
+    ids = [r["protocolSection"]["identificationModule"]["nctId"] for r in records]
+    add_subscriber(store, "dr@example.org", trials=ids, min_severity="minor")
+    statements: list[str] = []
+    listener = lambda conn, cursor, sql, params, context, many: statements.append(sql)  # noqa: E731
+    event.listen(store.engine, "before_cursor_execute", listener)
+    try:
+        results = store.record_fetches(records)
+    finally:
+        event.remove(store.engine, "before_cursor_execute", listener)
+    assert [r.nct_id for r in results] == ids
+    assert all(r.stored and r.first and not r.changes and r.snapshot_id and r.error is None for r in results)
+    assert len({r.snapshot_id for r in results}) == 20
+    writes = [x for x in statements if x.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE"))]
+    assert len(writes) <= 3, [w[:60] for w in writes]  # one INSERT per table, whatever the chunk size
+    assert len(statements) <= 12, statements
+    assert counts(store)["outbox"] == 0
+    with store.session() as s:
+        assert s.scalar(select(func.count()).select_from(st.Trial)) == 20
+    # The stored versions read back as the records (the parts were all written).
+    from trialwatch.record import canonical
+
+    assert [store.latest_record(i) for i in ids] == [canonical(r) for r in records]

@@ -180,10 +180,12 @@ class SnapshotOps:
             for row in work[p.nct_id].blob_rows:
                 blob_rows.setdefault(row["hash"], row)
         _insert_blobs(s, list(blob_rows.values()))
-        ids = dict(s.execute(
-            insert(Snapshot).returning(Snapshot.nct_id, Snapshot.id, sort_by_parameter_order=True),
-            [{"nct_id": p.nct_id, "seq": 1, "blob_hash": p.digest, "fetched_at": at,
-              "overall_status": p.status, "last_update_posted": p.last_update_posted} for p in preps]).all())
+        s.execute(insert(Snapshot), [{"nct_id": p.nct_id, "seq": 1, "blob_hash": p.digest, "fetched_at": at,
+                                      "overall_status": p.status, "last_update_posted": p.last_update_posted}
+                                     for p in preps])
+        # Their ids in one read (RETURNING in parameter order is a statement per row on SQLite).
+        ids = dict(s.execute(select(Snapshot.nct_id, Snapshot.id).where(
+            Snapshot.nct_id.in_([p.nct_id for p in preps]), Snapshot.seq == 1)).all())
         return [Recorded(nct_id=p.nct_id, snapshot_id=ids[p.nct_id], first=True, stored=True, changes=[])
                 for p in preps]
 
