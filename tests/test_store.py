@@ -326,3 +326,27 @@ def test_a_first_poll_stores_new_trials_in_bulk_not_record_by_record(store):
     from trialwatch.record import canonical
 
     assert [store.latest_record(i) for i in ids] == [canonical(r) for r in records]
+
+
+@pytest.mark.parametrize("path", record_params(), ids=lambda p: p.stem if p else "no-corpus")
+def test_a_record_is_dumped_once_and_its_bytes_are_the_canonical_json(path):
+    """The stored bytes (and so the content hash of every version already stored) are those of
+    ``canonical_json``, though they are now composed from the parts' own dumps."""
+    from trialwatch import record as rec
+    from trialwatch.store.parts import _encode, _split
+
+    canon = rec.canonical(json.loads(path.read_text(encoding="utf-8")))
+    body, parts = _encode(canon)
+    assert body == rec.canonical_json(canon)
+    assert _split(canon, "d", raw_size=1, encoded=parts) == _split(canon, "d", raw_size=1)
+
+
+@pytest.mark.parametrize("canon", [
+    {}, {"protocolSection": {}}, {"protocolSection": "not a dict", "b": [1, {"é": None}]},
+    {"zz": 1, "protocolSection": {"ä": {"x": "ü\u2028"}, "a": []}, "A": True},
+])
+def test_composed_bytes_match_for_odd_shapes(canon):
+    from trialwatch import record as rec
+    from trialwatch.store.parts import _encode
+
+    assert _encode(canon)[0] == rec.canonical_json(canon)

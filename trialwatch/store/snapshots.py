@@ -215,7 +215,7 @@ class SnapshotOps:
                 if latest_hash == p.digest:
                     continue  # unchanged: nothing costly to do
                 values: dict[str, Any] = {}
-                blobs = _split(p.canon, p.digest, raw_size=len(p.body), values=values)
+                blobs = _split(p.canon, p.digest, raw_size=len(p.body), values=values, encoded=p.encoded)
                 old_manifest = _read_blob(s, latest_hash) if latest_hash is not None else None
                 old_parts = set(_part_hashes(old_manifest)) if old_manifest is not None else set()
                 changes: list[Change] = []
@@ -278,7 +278,7 @@ class SnapshotOps:
                             previous_checked_at=previous_checked_at)
         # Another writer moved the chain since (or nothing was prepared): all of it here.
         values: dict[str, Any] = {}
-        blobs = _split(p.canon, p.digest, raw_size=len(p.body), values=values)
+        blobs = _split(p.canon, p.digest, raw_size=len(p.body), values=values, encoded=p.encoded)
         old_manifest = _read_blob(s, latest.blob_hash) if latest is not None else None
         old_parts = set(_part_hashes(old_manifest)) if old_manifest is not None else set()
         _put_blobs(s, blobs, stored=old_parts)  # the previous version's parts are stored
