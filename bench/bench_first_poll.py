@@ -91,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
     started = time.perf_counter()
+    import compileall  # children do not write bytecode (bench/run.py): compile as an install would
+
+    compileall.compile_dir(str(run.ROOT / "trialwatch"), quiet=1)
     print(f"== first poll N={args.n}: building the stand-in", flush=True)
     corpus = Corpus(args.n)
     api = make_standin(corpus)
