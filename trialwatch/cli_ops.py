@@ -62,6 +62,7 @@ def poll(c: Context, force: bool, no_send: bool, as_json: bool) -> None:
     c.sync_subscribers()
     if not no_send and c.config.subscribers:
         c.config.secret_key()  # fail at start, not after the poll, when mail cannot be signed
+        c.config.resolve_places()  # a bad location is a config error before anything is sent
     report = _poll_until_signalled(lambda stop: run_poll(c.store, c.config, force=force,
                                                          send=not no_send, stop=stop))
     if as_json:
@@ -126,6 +127,7 @@ def run(c: Context, poll_now: bool) -> None:
     c.sync_subscribers()
     if c.config.subscribers:
         c.config.secret_key()
+        c.config.resolve_places()
     sys.exit(Daemon(c.store, c.config).run(poll_now=poll_now))
 
 
@@ -141,6 +143,7 @@ def send(c: Context, dry_run: bool, as_json: bool) -> None:
 
     c.sync_subscribers()
     c.config.secret_key()
+    c.config.resolve_places()
     report = send_pending(c.store, c.config, force=True, dry_run=dry_run)
     if as_json:
         emit_json(report.to_dict())

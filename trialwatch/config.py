@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -21,6 +21,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -30,6 +31,9 @@ from pydantic import (
 from .errors import ConfigError, InvalidNctId
 from .events import SEVERITIES, Severity  # noqa: F401  (SEVERITIES: web imports it from here)
 from .record import normalize_nct
+
+if TYPE_CHECKING:
+    from .places import Place
 
 ENV_CONFIG = "TRIALWATCH_CONFIG"
 ENV_DATABASE_URL = "TRIALWATCH_DATABASE_URL"
@@ -167,10 +171,12 @@ class EmailConfig(_Strict):
 
 
 def _place(value: Any) -> Any:
-    """A subscriber's ``location``, resolved now (offline), so an unknown or ambiguous place is
-    refused at start-up with the file and line, not at the first digest."""
+    """A subscriber's ``location``, checked cheaply when the file is loaded: text, not empty,
+    coordinates on Earth. A ZIP code or a city is looked up in the offline gazetteers only when
+    it is used (``SubscriberConfig.place``, ``Config.resolve_places``): loading them costs
+    0.4-3 s, which every command would pay for a place most of them never use."""
     from .errors import PlaceError
-    from .places import Place, resolve
+    from .places import Place, check_syntax
 
     if value is None or isinstance(value, Place):
         return value
@@ -179,9 +185,10 @@ def _place(value: Any) -> Any:
         raise ValueError("write the place as text in quotes: a ZIP code ('02115'), a city "
                          "('Rochester, MN') or lat,lon ('44.02,-92.47')")
     try:
-        return resolve(value)
+        check_syntax(value)
     except PlaceError as e:
         raise ValueError(f"{e.message}. {e.hint}") from None
+    return value
 
 
 # A place (see trialwatch.places): "Rochester, MN", "55905" or "44.02,-92.47".
@@ -199,8 +206,16 @@ class SubscriberConfig(_Strict):
     searches: list[str] = []
     min_severity: Severity = Severity.IMPORTANT
     digest: Literal["each_poll", "daily", "weekly"] = "each_poll"
-    # Where she refers from: resolved to a places.Place when the file is loaded.
+    # Where she refers from, as written; ``place()`` resolves it (checked cheaply at load).
     location: Location = None
+
+    def place(self) -> "Place | None":
+        """``location`` resolved offline (a ``PlaceError`` when unknown or ambiguous)."""
+        from .places import Place, resolve
+
+        if self.location is None or isinstance(self.location, Place):
+            return self.location
+        return resolve(self.location)
 
     @field_validator("email")
     @classmethod
@@ -322,6 +337,8 @@ class Config(_Strict):
     searches: list[SearchConfig] = []
     # Where the file was read from (None: embedded defaults); relative paths resolve against it.
     source: str | None = Field(None, exclude=True)
+    # Line of each key path in the file, for errors found after loading (resolve_places).
+    _lines: dict[tuple, int] = PrivateAttr(default_factory=dict)
 
     @field_validator("schedule")
     @classmethod
@@ -394,6 +411,22 @@ class Config(_Strict):
         for sub in self.subscribers:
             out.update(dict.fromkeys(sub.trials))
         return list(out)
+
+    def resolve_places(self) -> None:
+        """Resolve every subscriber's ``location``: an unknown or ambiguous place is a
+        ``ConfigError`` naming the file and line. Called before anything is sent."""
+        from .errors import PlaceError
+
+        msgs = []
+        for i, sub in enumerate(self.subscribers):
+            try:
+                sub.place()
+            except PlaceError as e:
+                line = self._lines.get(("subscribers", i, "location"))
+                where = f"{self.source}:{line}" if line and self.source else (self.source or "config")
+                msgs.append(f"{where}: subscribers.{i}.location: {e.message}. {e.hint}")
+        if msgs:
+            raise ConfigError("invalid configuration:\n  " + "\n  ".join(msgs))
 
     def search(self, name: str) -> SearchConfig:
         for s in self.searches:
@@ -480,9 +513,11 @@ def loads(text: str, *, source: str = "<config>") -> Config:
         raise ConfigError(f"{source}:1: the top level must be a mapping of keys (database, trials, ...)")
     lines = _line_index(node)
     try:
-        return Config.model_validate({**data, "source": source})
+        config = Config.model_validate({**data, "source": source})
     except ValidationError as e:
         raise ConfigError(_describe(e, source, lines)) from None
+    config._lines = lines
+    return config
 
 
 def _refuse_duplicate_keys(node: Any, source: str) -> None:

@@ -72,6 +72,18 @@ def resolve(query: str) -> Place:
     return _city(q)
 
 
+def check_syntax(query: str) -> None:
+    """What can be checked without the gazetteers: some text, and coordinates that are a
+    point on Earth. A ``PlaceError`` otherwise; ZIP codes and cities are looked up by
+    ``resolve``."""
+    if not isinstance(query, str) or not query.strip():
+        raise PlaceError("no place given", hint=HINT)
+    q = " ".join(query.split())
+    m = _LATLON.match(q)
+    if m:
+        _coordinates(float(m.group(1)), float(m.group(2)), q)
+
+
 def _coordinates(lat: float, lon: float, q: str) -> Place:
     if not -90 <= lat <= 90 or not -180 <= lon <= 180:
         raise PlaceError(f"{q!r} is not a point on Earth: latitude must be within ±90 and "

@@ -45,18 +45,43 @@ def _chunks(items: list) -> list[list]:
     return [c for c in out if c]
 
 
-def split_parts(canon: dict, digest: str, *, raw_size: int,
-           values: dict[str, Any] | None = None) -> dict[str, tuple[bytes, int]]:
+def encode_parts(canon: dict) -> tuple[bytes, dict[tuple[str, str], bytes]]:
+    """``rec.canonical_json(canon)`` and, on the way, the canonical JSON of each value that
+    ``split_parts`` stores as a part (keyed ``("", key)`` at the top, ``("protocolSection", module)``
+    below): the record is then dumped once, not once whole and again part by part."""
+    def obj(items: dict[str, bytes]) -> bytes:
+        # What json.dumps(sort_keys=True, separators=(",", ":")) writes for a dict of these values.
+        return b"{" + b",".join(json.dumps(k, ensure_ascii=False).encode() + b":" + items[k]
+                                for k in sorted(items)) + b"}"
+
+    parts: dict[tuple[str, str], bytes] = {}
+    top: dict[str, bytes] = {}
+    for key, value in canon.items():
+        if key == "protocolSection" and isinstance(value, dict):
+            modules = {name: rec.canonical_json(module) for name, module in value.items()}
+            parts.update((("protocolSection", name), b) for name, b in modules.items())
+            top[key] = obj(modules)
+        else:
+            top[key] = parts["", key] = rec.canonical_json(value)
+    return obj(top), parts
+
+
+def split_parts(canon: dict, digest: str, *, raw_size: int, values: dict[str, Any] | None = None,
+           encoded: dict[tuple[str, str], bytes] | None = None) -> dict[str, tuple[bytes, int]]:
     """{hash: (uncompressed body, raw size)} for a version's manifest (under ``digest``) and
     its parts; only the ones not stored yet get compressed, by ``put_blobs``. ``values``, when
     given, receives each part's value by hash (to rebuild an older version without reading
-    the parts it shares with this one)."""
+    the parts it shares with this one). ``encoded``: the parts' JSON from ``encode_parts``."""
     import hashlib
 
     blobs: dict[str, tuple[bytes, int]] = {}
 
-    def part(value: Any) -> dict:
-        body = rec.canonical_json(value)
+    encoded = encoded or {}
+
+    def part(value: Any, key: tuple[str, str] | None = None) -> dict:
+        body = encoded.get(key) if key is not None else None
+        if body is None:
+            body = rec.canonical_json(value)
         h = hashlib.sha256(body).hexdigest()
         blobs.setdefault(h, (body, len(body)))
         if values is not None:
@@ -73,10 +98,10 @@ def split_parts(canon: dict, digest: str, *, raw_size: int,
                     rest = {k: v for k, v in module.items() if k != "locations"}
                     modules[name] = {**rest, "locations": {_PART + "s": [part(c)[_PART] for c in _chunks(locs)]}}
                 else:
-                    modules[name] = part(module)
+                    modules[name] = part(module, ("protocolSection", name))
             manifest[key] = modules
         else:
-            manifest[key] = part(value)
+            manifest[key] = part(value, ("", key))
     body = rec.canonical_json({_MANIFEST: 1, "record": manifest})
     blobs[digest] = (body, raw_size)
     return blobs

@@ -75,6 +75,8 @@ class Prepared:
     title: str | None
     last_update_posted: str | None
     problems: list[str] = field(default_factory=list)  # what was wrong, said once per fetch
+    # The canonical JSON of each part (store/parts.encode_parts), so _split dumps nothing twice.
+    encoded: dict[tuple[str, str], bytes] = field(default_factory=dict, repr=False)
 
     @classmethod
     def of(cls, record: dict) -> "Prepared":
@@ -82,10 +84,12 @@ class Prepared:
 
         if not rec.is_study(record):
             raise StoreError("refusing to store a body that is not a study record")
+        from .parts import encode_parts
+
         canon = rec.canonical(record)
-        body = rec.canonical_json(canon)
+        body, encoded = encode_parts(canon)
         problems: list[str] = []
-        return cls(nct_id=rec.nct_of(record), canon=canon, body=body,
+        return cls(nct_id=rec.nct_of(record), canon=canon, body=body, encoded=encoded,
                    digest=hashlib.sha256(body).hexdigest(),
                    status=_status_column(rec.get(canon, "protocolSection.statusModule.overallStatus"), problems),
                    title=_title_column(rec.get(canon, "protocolSection.identificationModule.briefTitle"), problems),

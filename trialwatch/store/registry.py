@@ -114,7 +114,7 @@ class RegistryOps:
                 before = s.scalars(select(Snapshot).where(
                     Snapshot.nct_id == p.nct_id, Snapshot.source == "registry", Snapshot.seq < seq)
                     .order_by(Snapshot.seq.desc()).limit(1)).first()
-                put_blobs(s, split_parts(p.canon, p.digest, raw_size=len(p.body)))
+                put_blobs(s, split_parts(p.canon, p.digest, raw_size=len(p.body), encoded=p.encoded))
                 snap = Snapshot(nct_id=p.nct_id, seq=seq, blob_hash=p.digest, fetched_at=at,
                                 overall_status=p.status, last_update_posted=p.last_update_posted,
                                 source="registry", registry_version=version, registry_date=date[:10])

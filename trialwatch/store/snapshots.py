@@ -15,8 +15,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from ..diff import diff
-from ..events import SEVERITY_RANK, Change
+from ..diff import SEVERITY_RANK, Change, diff
 from ..errors import StoreError
 from .engine import WRITE_CHUNK
 from .models import Blob, ChangeRow, OutboxRow, SearchMember, Snapshot, Subscriber, Subscription, Trial, utcnow
@@ -135,13 +134,60 @@ class SnapshotOps:
                     .where(Snapshot.nct_id.in_(ids)).group_by(Snapshot.nct_id).subquery()
                 latest = {x.nct_id: x for x in s.scalars(select(Snapshot).join(
                     newest, (Snapshot.nct_id == newest.c.nct_id) & (Snapshot.seq == newest.c.seq)))}
+                # A trial's first version (no snapshot yet, prepared before the lock): bulk
+                # inserts for the whole chunk, no ORM object and no flush per record.
+                firsts = [n for n, (p, req) in enumerate(zip(preps, requested))
+                          if p.nct_id not in latest and (w := work.get(p.nct_id)) is not None
+                          and w.latest_id is None and not (req and req != p.nct_id)]
+                out: list[Recorded | None] = [None] * len(preps)
+                for n, res in zip(firsts, self._store_firsts(s, [preps[n] for n in firsts], at, linked_from,
+                                                             trials, work)):
+                    out[n] = res
                 # Flushes happen where this code asks for them, not before every query.
                 with s.no_autoflush:
-                    return [self._store_one(s, p, req, at, ignore, linked_from, trials, latest,
-                                            work.get(p.nct_id))
-                            for p, req in zip(preps, requested)]
+                    for n, (p, req) in enumerate(zip(preps, requested)):
+                        if out[n] is None:
+                            out[n] = self._store_one(s, p, req, at, ignore, linked_from, trials, latest,
+                                                     work.get(p.nct_id))
+                return out  # type: ignore[return-value]
         except OperationalError as e:
             raise StoreError(f"database error while storing {', '.join(ids[:3])}: {e.orig}") from None
+
+    def _store_firsts(self, s: Session, preps: list["Prepared"], at: dt.datetime, linked_from: str | None,
+                      trials: dict[str, Trial], work: dict[str, "Work"]) -> list["Recorded"]:
+        """First snapshots of trials never stored before, in a few statements for all of them:
+        the new trials' rows, their blobs (ON CONFLICT DO NOTHING), their snapshots. A first
+        snapshot is the silent baseline: no change, so no outbox row. A trial row that exists
+        without a snapshot (watched, or once gone) is updated like any other."""
+        from sqlalchemy import insert
+
+        if not preps:
+            return []
+        new_trials = []
+        for p in preps:
+            trial = trials.get(p.nct_id)
+            if trial is None:
+                new_trials.append({"nct_id": p.nct_id, "title": p.title, "overall_status": p.status,
+                                   "first_seen_at": at, "last_checked_at": at, "gone_at": None,
+                                   "linked_from": linked_from, "watched": False})
+            else:  # written by the unit of work at commit, batched with the others
+                trial.last_checked_at, trial.gone_at = at, None
+                trial.title, trial.overall_status = p.title, p.status
+        if new_trials:
+            s.execute(insert(Trial), new_trials)
+        blob_rows: dict[str, dict] = {}
+        for p in preps:
+            for row in work[p.nct_id].blob_rows:
+                blob_rows.setdefault(row["hash"], row)
+        insert_blobs(s, list(blob_rows.values()))
+        s.execute(insert(Snapshot), [{"nct_id": p.nct_id, "seq": 1, "blob_hash": p.digest, "fetched_at": at,
+                                      "overall_status": p.status, "last_update_posted": p.last_update_posted}
+                                     for p in preps])
+        # Their ids in one read (RETURNING in parameter order is a statement per row on SQLite).
+        ids = dict(s.execute(select(Snapshot.nct_id, Snapshot.id).where(
+            Snapshot.nct_id.in_([p.nct_id for p in preps]), Snapshot.seq == 1)).all())
+        return [Recorded(nct_id=p.nct_id, snapshot_id=ids[p.nct_id], first=True, stored=True, changes=[])
+                for p in preps]
 
     def _prework(self, preps: list["Prepared"], ignore: Sequence[str]) -> dict[str, "Work"]:
         """For each record whose content differs from its trial's latest snapshot: its new
@@ -155,6 +201,7 @@ class SnapshotOps:
         if not ids:
             return {}
         out: dict[str, Work] = {}
+        pending: dict[str, tuple[int | None, dict[str, tuple[bytes, int]], list[Change]]] = {}
         with self.session() as s:
             newest = select(Snapshot.nct_id, func.max(Snapshot.seq).label("seq")) \
                 .where(Snapshot.nct_id.in_(ids)).group_by(Snapshot.nct_id).subquery()
@@ -168,7 +215,7 @@ class SnapshotOps:
                 if latest_hash == p.digest:
                     continue  # unchanged: nothing costly to do
                 values: dict[str, Any] = {}
-                blobs = split_parts(p.canon, p.digest, raw_size=len(p.body), values=values)
+                blobs = split_parts(p.canon, p.digest, raw_size=len(p.body), values=values, encoded=p.encoded)
                 old_manifest = read_blob(s, latest_hash) if latest_hash is not None else None
                 old_parts = set(part_hashes(old_manifest)) if old_manifest is not None else set()
                 changes: list[Change] = []
@@ -178,11 +225,20 @@ class SnapshotOps:
                         changes = seam_diff(old, p.canon, ignore=ignore)
                     else:
                         changes = diff(old, p.canon, ignore=tuple(ignore), assume_canonical=True)
-                new = {h: b for h, b in blobs.items() if h not in old_parts}
-                have = set(s.scalars(select(Blob.hash).where(Blob.hash.in_(list(new))))) if new else set()
-                rows = [{"hash": h, "body": zlib.compress(b, 9), "raw_size": n}
-                        for h, (b, n) in new.items() if h not in have]
-                out[p.nct_id] = Work(latest_id=latest_id, blob_rows=rows, changes=changes)
+                pending[p.nct_id] = (latest_id, {h: b for h, b in blobs.items() if h not in old_parts}, changes)
+            # One existence query for the whole chunk's new parts; each is compressed once.
+            wanted = {h for _, new, _ in pending.values() for h in new}
+            have = set(s.scalars(select(Blob.hash).where(Blob.hash.in_(list(wanted))))) if wanted else set()
+            compressed: dict[str, dict] = {}
+            for nct_id, (latest_id, new, changes) in pending.items():
+                rows = []
+                for h, (b, n) in new.items():
+                    if h in have:
+                        continue
+                    if h not in compressed:
+                        compressed[h] = {"hash": h, "body": zlib.compress(b, 9), "raw_size": n}
+                    rows.append(compressed[h])
+                out[nct_id] = Work(latest_id=latest_id, blob_rows=rows, changes=changes)
         return out
 
     def _store_one(self, s: Session, p: "Prepared", requested_id: str | None, at: dt.datetime,
@@ -222,7 +278,7 @@ class SnapshotOps:
                             previous_checked_at=previous_checked_at)
         # Another writer moved the chain since (or nothing was prepared): all of it here.
         values: dict[str, Any] = {}
-        blobs = split_parts(p.canon, p.digest, raw_size=len(p.body), values=values)
+        blobs = split_parts(p.canon, p.digest, raw_size=len(p.body), values=values, encoded=p.encoded)
         old_manifest = read_blob(s, latest.blob_hash) if latest is not None else None
         old_parts = set(part_hashes(old_manifest)) if old_manifest is not None else set()
         put_blobs(s, blobs, stored=old_parts)  # the previous version's parts are stored
