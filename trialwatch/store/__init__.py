@@ -41,6 +41,7 @@ from .engine import (
 from .locks import LockOps
 from .models import (
     REGISTRY_SEQ_BASE,
+    AlternativesCache,
     Base,
     Blob,
     ChangeRow,
@@ -76,7 +77,7 @@ from .watch import WatchOps
 DATABASE_ERRORS: tuple[type[Exception], ...] = (StoreError, SQLAlchemyError)
 
 __all__ = [
-    "DATABASE_ERRORS", "REGISTRY_SEQ_BASE", "SCHEMA_REVISION", "IndexData", "SearchPageData", "WRITE_CHUNK", "Base", "Blob", "ChangeRow", "Lock", "Message",
+    "DATABASE_ERRORS", "REGISTRY_SEQ_BASE", "AlternativesCache", "SCHEMA_REVISION", "IndexData", "SearchPageData", "WRITE_CHUNK", "Base", "Blob", "ChangeRow", "Lock", "Message",
     "OutboxRow", "Poll", "RateEvent", "Recorded", "RegistryHistory", "RegistryVersion", "SavedSearchRun",
     "SearchMember", "Snapshot", "Store", "Subscriber", "Subscription", "Trial", "TrialAlias", "current_revision",
     "head_revision", "make_engine", "migrations_dir", "open_store", "seam_diff", "upgrade", "utcnow",

@@ -49,6 +49,21 @@ class Trial(Base):
     linked_from: Mapped[str | None] = mapped_column(String(64))
     # Added to the watch list by the operator with `trialwatch watch` (config.yaml is the other way).
     watched: Mapped[bool] = mapped_column(Boolean, default=False)
+    # What was wrong with the latest record as fetched (JSON list of "field: what"), shown on its
+    # page; NULL when it was well-formed.
+    problems: Mapped[str | None] = mapped_column(Text)
+
+
+class AlternativesCache(Base):
+    """Recruiting alternatives of a trial as found at one registry data date (``trialwatch
+    alternatives`` JSON, ranked without a place): computed once per poll, read by pages and
+    digests, which rank by each reader's own place without another request."""
+
+    __tablename__ = "alternatives"
+    nct_id: Mapped[str] = mapped_column(String(11), primary_key=True)
+    data_timestamp: Mapped[str | None] = mapped_column(String(40))
+    computed_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    body: Mapped[str] = mapped_column(Text)
 
 
 class TrialAlias(Base):
@@ -180,6 +195,9 @@ class Subscriber(Base):
     last_digest_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     # Bumped on unsubscribe/resubscribe so old manage links stop working.
     token_version: Mapped[int] = mapped_column(Integer, default=0)
+    # Where her patients are (a place as she typed it: "Rochester, MN", "55905", "44.0,-92.5"),
+    # resolved offline when used; NULL when she gave none.
+    location: Mapped[str | None] = mapped_column(String(200))
 
     subscriptions: Mapped[list["Subscription"]] = relationship(
         back_populates="subscriber", cascade="all, delete-orphan", lazy="selectin")
