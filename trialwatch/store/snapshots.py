@@ -200,46 +200,17 @@ class SnapshotOps:
         ids = [i for i, n in counts.items() if n == 1]  # a repeated id depends on its own first copy
         if not ids:
             return {}
-        out: dict[str, Work] = {}
         pending: dict[str, tuple[int | None, dict[str, tuple[bytes, int]], list[Change]]] = {}
         with self.session() as s:
-            newest = select(Snapshot.nct_id, func.max(Snapshot.seq).label("seq")) \
-                .where(Snapshot.nct_id.in_(ids)).group_by(Snapshot.nct_id).subquery()
-            latest = {x.nct_id: (x.id, x.blob_hash, x.source) for x in s.execute(
-                select(Snapshot.nct_id, Snapshot.id, Snapshot.blob_hash, Snapshot.source).join(
-                    newest, (Snapshot.nct_id == newest.c.nct_id) & (Snapshot.seq == newest.c.seq)))}
+            latest = _latest_versions(s, ids)
             for p in preps:
-                if p.nct_id not in counts or counts[p.nct_id] != 1:
+                if counts[p.nct_id] != 1:
                     continue
                 latest_id, latest_hash, latest_source = latest.get(p.nct_id, (None, None, None))
-                if latest_hash == p.digest:
-                    continue  # unchanged: nothing costly to do
-                values: dict[str, Any] = {}
-                blobs = split_parts(p.canon, p.digest, raw_size=len(p.body), values=values, encoded=p.encoded)
-                old_manifest = read_blob(s, latest_hash) if latest_hash is not None else None
-                old_parts = set(part_hashes(old_manifest)) if old_manifest is not None else set()
-                changes: list[Change] = []
-                if old_manifest is not None:
-                    old = join_parts(old_manifest, part_loader(s, old_parts - values.keys(), values))
-                    if latest_source == "registry":  # legacy markup on one side: compare the words
-                        changes = seam_diff(old, p.canon, ignore=ignore)
-                    else:
-                        changes = diff(old, p.canon, ignore=tuple(ignore), assume_canonical=True)
-                pending[p.nct_id] = (latest_id, {h: b for h, b in blobs.items() if h not in old_parts}, changes)
-            # One existence query for the whole chunk's new parts; each is compressed once.
-            wanted = {h for _, new, _ in pending.values() for h in new}
-            have = set(s.scalars(select(Blob.hash).where(Blob.hash.in_(list(wanted))))) if wanted else set()
-            compressed: dict[str, dict] = {}
-            for nct_id, (latest_id, new, changes) in pending.items():
-                rows = []
-                for h, (b, n) in new.items():
-                    if h in have:
-                        continue
-                    if h not in compressed:
-                        compressed[h] = {"hash": h, "body": zlib.compress(b, 9), "raw_size": n}
-                    rows.append(compressed[h])
-                out[nct_id] = Work(latest_id=latest_id, blob_rows=rows, changes=changes)
-        return out
+                if latest_hash != p.digest:  # unchanged: nothing costly to do
+                    new, changes = _parts_and_changes(s, p, latest_hash, latest_source, ignore)
+                    pending[p.nct_id] = (latest_id, new, changes)
+            return _compressed_work(s, pending)
 
     def _store_one(self, s: Session, p: "Prepared", requested_id: str | None, at: dt.datetime,
                    ignore: Sequence[str], linked_from: str | None, trials: dict[str, Trial],
@@ -384,3 +355,47 @@ class SnapshotOps:
             return snaps, changes
 
     # -- the registry's history (trialwatch/history.py drives these) --------------------------
+
+
+def _latest_versions(s: Session, ids: list[str]) -> dict[str, tuple[int, str, str | None]]:
+    """Each trial's latest snapshot as (id, blob hash, source), in one query."""
+    newest = select(Snapshot.nct_id, func.max(Snapshot.seq).label("seq")) \
+        .where(Snapshot.nct_id.in_(ids)).group_by(Snapshot.nct_id).subquery()
+    return {x.nct_id: (x.id, x.blob_hash, x.source) for x in s.execute(
+        select(Snapshot.nct_id, Snapshot.id, Snapshot.blob_hash, Snapshot.source).join(
+            newest, (Snapshot.nct_id == newest.c.nct_id) & (Snapshot.seq == newest.c.seq)))}
+
+
+def _parts_and_changes(s: Session, p: "Prepared", latest_hash: str | None, latest_source: str | None,
+                       ignore: Sequence[str]) -> tuple[dict[str, tuple[bytes, int]], list[Change]]:
+    """The parts of ``p`` its trial's latest version lacks, and the changes since that version."""
+    values: dict[str, Any] = {}
+    blobs = split_parts(p.canon, p.digest, raw_size=len(p.body), values=values, encoded=p.encoded)
+    old_manifest = read_blob(s, latest_hash) if latest_hash is not None else None
+    old_parts = set(part_hashes(old_manifest)) if old_manifest is not None else set()
+    changes: list[Change] = []
+    if old_manifest is not None:
+        old = join_parts(old_manifest, part_loader(s, old_parts - values.keys(), values))
+        if latest_source == "registry":  # legacy markup on one side: compare the words
+            changes = seam_diff(old, p.canon, ignore=ignore)
+        else:
+            changes = diff(old, p.canon, ignore=tuple(ignore), assume_canonical=True)
+    return {h: b for h, b in blobs.items() if h not in old_parts}, changes
+
+
+def _compressed_work(s: Session, pending: dict) -> dict[str, "Work"]:
+    """One existence query for the whole chunk's new parts; each part is compressed once."""
+    wanted = {h for _, new, _ in pending.values() for h in new}
+    have = set(s.scalars(select(Blob.hash).where(Blob.hash.in_(list(wanted))))) if wanted else set()
+    compressed: dict[str, dict] = {}
+    out: dict[str, Work] = {}
+    for nct_id, (latest_id, new, changes) in pending.items():
+        rows = []
+        for h, (b, n) in new.items():
+            if h in have:
+                continue
+            if h not in compressed:
+                compressed[h] = {"hash": h, "body": zlib.compress(b, 9), "raw_size": n}
+            rows.append(compressed[h])
+        out[nct_id] = Work(latest_id=latest_id, blob_rows=rows, changes=changes)
+    return out
