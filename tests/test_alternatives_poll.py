@@ -112,7 +112,7 @@ def test_a_trial_that_stops_recruiting_gets_alternatives_near_her_and_the_expand
     # The expanded-access route: the trial's own record first, then the AVAILABLE one.
     ea = text.split("Expanded access:", 1)[1]
     assert ea.index(OWN_EA) < ea.index("NCT90000008") and "NCT90000010" not in ea
-    assert HONEST in text and HONEST in html
+    assert HONEST in text.lower() and HONEST in html.replace("&#39;", "'").lower()
     assert "Why listed: same condition: amyotrophic lateral sclerosis" in text
     assert 'href="https://clinicaltrials.gov/study/NCT90000001"' in html
     assert f"data of {DAY2[:10]}" in text
@@ -188,3 +188,62 @@ def test_non_recruiting_trials_are_filled_in_at_most_per_poll_a_poll(store, db_u
     api.reset_requests()
     poller.poll(store, config, force=True)
     assert searches(api) == []
+
+
+# -- the trial page ------------------------------------------------------------------------------
+
+def page(store, config, query: str = "") -> str:
+    from starlette.testclient import TestClient
+
+    from trialwatch.web import create_app
+
+    with TestClient(create_app(config, store), base_url="https://trials.example.org") as c:
+        got = c.get(f"/trials/{CLOSED}{query}")
+    assert got.status_code == 200
+    return got.text
+
+
+def section(html: str) -> str:
+    import html as htmlmod
+
+    return htmlmod.unescape(html.split('id="alternatives-h"', 1)[1].split("</section>", 1)[0])
+
+
+def test_the_trial_page_ranks_the_stored_alternatives_by_near_without_asking_the_registry(
+        store, db_url, api, records, smtp_server):
+    config = started(store, make_config(api, db_url, smtp_server, PEOPLE[:1]))
+    poller.poll(store, config)
+    assert 'id="alternatives-h"' not in page(store, config)  # it recruits: no section
+    close_it(api, records)
+    poller.poll(store, config)
+    api.reset_requests()
+
+    near_boston = section(page(store, config, f"?near={BOSTON[0]},{BOSTON[1]}"))
+    near_her = section(page(store, config, f"?near={ROCHESTER[0]},{ROCHESTER[1]}"))
+    anywhere = section(page(store, config))
+
+    assert api.requests == []  # ranked from the stored answer
+    ids = lambda html: [m for m in __import__("re").findall(r'study/(NCT\d{8})"', html)]  # noqa: E731
+    # Expanded access first (its own record, then the AVAILABLE one), then the trials.
+    assert ids(near_her) == [OWN_EA, "NCT90000008", "NCT90000001", "NCT90000002", "NCT90000003"]
+    assert ids(near_boston)[2:] == ["NCT90000002", "NCT90000004"]
+    assert "Nearest open site: Synthetic site 1 of NCT90000001" in near_her
+    # Without a place: up to 5, closest match first, no site named, and a way to give one.
+    assert len(ids(anywhere)) == 2 + 4 and "Nearest open site" not in anywhere
+    assert 'name="near"' in anywhere
+    for html in (near_her, anywhere):
+        assert HONEST in html.lower() and f"data of {DAY2[:10]}" in html
+        assert "NCT90000005" not in html and "NCT90000006" not in html
+
+
+def test_the_trial_page_says_the_search_is_unavailable_and_an_unknown_place_is_named(
+        store, db_url, api, records, smtp_server):
+    config = started(store, make_config(api, db_url, smtp_server, PEOPLE[:1], per_poll=0))
+    api.put(with_status(records["closed"], "COMPLETED", "2026-11-20"))
+    poller.poll(store, config)  # per_poll 0: nothing searched
+
+    html = section(page(store, config, "?near=Nowhereville%20Zzz"))
+
+    assert "Unavailable:" in html and "NCT90000001" not in html
+    assert OWN_EA in html  # named by the trial's own record
+    assert 'role="alert"' in html and "not ranked by distance" in html
