@@ -139,7 +139,8 @@ def test_the_registry_is_searched_once_per_closed_trial_not_once_per_subscriber(
         assert listed(got["cy@example.org"][0])[0] == "NCT90000002"   # its Chicago site
 
 
-def test_a_failed_search_lists_nothing_and_warns_never_an_older_list(store, db_url, api, records, smtp_server):
+def test_a_failed_search_lists_nothing_and_warns_never_an_older_list(store, db_url, api, records, smtp_server,
+                                                                    monkeypatch):
     config = started(store, make_config(api, db_url, smtp_server, PEOPLE[:1]))
     poller.poll(store, config)
     # An earlier answer is stored (as a previous poll's backfill would have)...
@@ -161,11 +162,8 @@ def test_a_failed_search_lists_nothing_and_warns_never_an_older_list(store, db_u
             raise CtgovError("ClinicalTrials.gov answers 503 (service unavailable)")
         return real_search(self, params, **kw)
 
-    ctgov.Client.search, saved = failing_search, ctgov.Client.search
-    try:
-        report = poller.poll(store, config)
-    finally:
-        ctgov.Client.search = saved
+    monkeypatch.setattr(ctgov.Client, "search", failing_search)
+    report = poller.poll(store, config)
 
     assert fetched["n"] == 1 and report.alternatives_failed == 1 and report.complete
     assert store.alternatives_of([CLOSED]) == {}  # the older list is gone

@@ -22,7 +22,7 @@ never an older list presented as current.
 
 ``Cache`` keeps answers per process, keyed by (nct_id, place, radius, data_timestamp): a poll
 (one ``dataTimestamp``) asks the registry once per closed trial and place, however many digests
-read the answer. Persisting it in the database is left to a later change (no migration here).
+read the answer. The poll's per-trial answer for pages and digests is stored by ``alternatives_cache``.
 """
 
 from __future__ import annotations
