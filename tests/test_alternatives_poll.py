@@ -245,3 +245,27 @@ def test_the_trial_page_says_the_search_is_unavailable_and_an_unknown_place_is_n
     assert "Unavailable:" in html and "NCT90000001" not in html
     assert OWN_EA in html  # named by the trial's own record
     assert 'role="alert"' in html and "not ranked by distance" in html
+
+
+# -- her place -----------------------------------------------------------------------------------
+
+def test_her_place_is_her_config_location_else_the_one_she_saved_on_the_web_resolved_once_per_send(
+        monkeypatch):
+    from trialwatch import places
+    from trialwatch.notify.digest import her_place
+    from trialwatch.store import Subscriber
+
+    config = cfgmod.loads(f"subscribers:\n  - {{email: ana@example.org, trials: [{CLOSED}], "
+                          f"location: '{ROCHESTER[0]},{ROCHESTER[1]}'}}\n")
+    calls = []
+    real = places.resolve
+    monkeypatch.setattr(places, "resolve", lambda q: calls.append(q) or real(q))
+    cache: dict = {}
+    ana = Subscriber(address="ana@example.org", location=f"{BOSTON[0]},{BOSTON[1]}")
+    web = [Subscriber(address=f"web{i}@example.org", location=f"{BOSTON[0]},{BOSTON[1]}") for i in range(3)]
+    nowhere = Subscriber(address="zed@example.org", location=None)
+
+    assert her_place(config, ana, cache).lat == ROCHESTER[0]          # the config's location wins
+    assert {her_place(config, w, cache).lat for w in web} == {BOSTON[0]}
+    assert her_place(config, nowhere, cache) is None
+    assert calls.count(f"{BOSTON[0]},{BOSTON[1]}") == 1               # one resolution per send
