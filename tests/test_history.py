@@ -339,7 +339,8 @@ def test_a_poll_fetches_at_most_per_poll_version_lists_oldest_first(store, db_ur
             api.put_history(r["protocolSection"]["identificationModule"]["nctId"], versions)
         ids = [r["protocolSection"]["identificationModule"]["nctId"] for r in records]
         config = loads(f"database: {db_url}\nctgov:\n  base_url: {api.base_url}\n  requests_per_minute: 60000\n"
-                       f"trials: [{', '.join(ids)}]\nhistory:\n  per_poll: 3\n")
+                       f"trials: [{', '.join(ids)}]\nhistory:\n  per_poll: 3\n"
+                       "alternatives:\n  per_poll: 0\n")  # counted in their own tests
         from trialwatch import poller
 
         first = poller.poll(store, config, send=False)

@@ -45,7 +45,8 @@ def test_requests_stay_within_the_budget(store, db_url):
     n, c = 250, 20
     records = clones(n)
     with StandIn(records, data_timestamp=DAY1) as api:
-        config = make_config(api, db_url, ids_of(records))
+        # The clones do not recruit: alternatives (issue 14) have their own budget test.
+        config = make_config(api, db_url, ids_of(records), "alternatives:\n  per_poll: 0\n")
         first = poller.poll(store, config, send=False)
         assert first.complete and first.trials_checked == n
         # The v2 part as before, plus at most history.per_poll version lists (issue 15).
@@ -126,7 +127,7 @@ def test_poll_cli_json_and_exit_code_when_incomplete(db_url, tmp_path, capsys):
     with StandIn(records, data_timestamp=DAY1) as api:
         cfg = tmp_path / "config.yaml"
         cfg.write_text(f"database: {db_url}\nctgov:\n  base_url: {api.base_url}\n  requests_per_minute: 60000\n"
-                       f"  max_retries: 1\ntrials: [{', '.join(ids)}]\n")
+                       f"  max_retries: 1\ntrials: [{', '.join(ids)}]\nalternatives:\n  per_poll: 0\n")
         assert main(["--config", str(cfg), "poll", "--json"]) == 0
         out = json.loads(capsys.readouterr().out)
         assert {"requests", "trials_checked", "trials_changed", "changes", "emails_sent",

@@ -22,7 +22,7 @@ never an older list presented as current.
 
 ``Cache`` keeps answers per process, keyed by (nct_id, place, radius, data_timestamp): a poll
 (one ``dataTimestamp``) asks the registry once per closed trial and place, however many digests
-read the answer. Persisting it in the database is left to a later change (no migration here).
+read the answer. The poll's per-trial answer for pages and digests is stored by ``alternatives_cache``.
 """
 
 from __future__ import annotations
@@ -129,6 +129,8 @@ class Alternatives:
     condition_only: bool = False   # no similar intervention recruits: listed by condition only
     requests: int = 0              # HTTP requests the searches made (retries included)
     searches: list[dict[str, str]] = field(default_factory=list)
+    # The records the search returned, by NCT number: the per-poll cache keeps their open sites.
+    records: dict[str, dict] = field(default_factory=dict, repr=False)
 
     def limited(self, limit: int) -> "Alternatives":
         """The same answer with at most ``limit`` alternatives (expanded access is kept whole)."""
@@ -302,6 +304,13 @@ def rank(query: Query, records: list[dict], *, own: str, place: "Place | None" =
     return [a for _, a in out]
 
 
+def _nct_or_none(r: dict) -> str | None:
+    try:
+        return nct_of(r)
+    except Exception:  # noqa: BLE001 - as in rank(): a record without a readable id is not listed
+        return None
+
+
 def _expanded_access(query: Query, records: list[dict], record: dict, own: str) -> list[ExpandedAccessEntry]:
     eai = get(record, f"{_PS}.statusModule.expandedAccessInfo")
     eai = eai if isinstance(eai, dict) else {}
@@ -359,6 +368,8 @@ def find(client: "Client", record: dict, place: "Place | None" = None, limit: in
         result.searches.append(base)
         records = client.search(base, max_results=MAX_RESULTS).records
     result.alternatives = rank(q, records, own=own, place=place, condition_only=result.condition_only)
+    listed = {a.nct_id for a in result.alternatives}
+    result.records = {n: r for r in records if (n := _nct_or_none(r)) in listed}
     ea = {"query.cond": q.cond_param(), "filter.overallStatus": EA_STATUS,
           "filter.advanced": "AREA[StudyType]EXPANDED_ACCESS"}
     if q.phrases:

@@ -136,6 +136,13 @@ class HistoryConfig(_Strict):
     per_poll: int = Field(50, ge=0, le=100000)
 
 
+class AlternativesConfig(_Strict):
+    # Trials a poll searches alternatives for beyond those that stopped recruiting in it (which
+    # are always searched: their digests go out now): followed trials that do not recruit and
+    # have nothing found at the poll's data date. 2-3 requests each; 0: only newly closed ones.
+    per_poll: int = Field(20, ge=0, le=10000)
+
+
 class SmtpConfig(_Strict):
     host: str = "localhost"
     port: int = Field(25, ge=1, le=65535)
@@ -322,6 +329,7 @@ class Config(_Strict):
     database: str = "sqlite:///trialwatch.db"
     ctgov: CtgovConfig = CtgovConfig()
     history: HistoryConfig = HistoryConfig()
+    alternatives: AlternativesConfig = AlternativesConfig()
     trials: NctList = []
     # Dotted JSON paths the diff never reports, e.g. protocolSection.referencesModule
     ignore: list[str] = []

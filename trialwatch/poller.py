@@ -61,6 +61,10 @@ class PollReport:
     full: bool = False          # every followed record fetched, not only those updated lately
     data_timestamp: str | None = None
     events: int = 0
+    # Trials whose recruiting alternatives this poll searched for (once each, for every reader),
+    # and those whose search failed (nothing is listed for them until a later search succeeds).
+    alternatives_searched: int = 0
+    alternatives_failed: int = 0
     # What went wrong, typed: the error's class is its outcome (and exit code); an error about
     # one trial carries its nct_id. --json lists them as readable lines (``describe()``).
     errors: list[TrialwatchError] = field(default_factory=list)
@@ -221,6 +225,7 @@ class _Cycle:
         self.changed: set[str] = set()
         self.unstored: set[str] = set()  # received but refused by the store (reported in errors)
         self.links: dict[str, str] = {}  # record received -> the expanded-access record it names
+        self.closed_now: list[str] = []  # stopped recruiting in this cycle (alternatives searched)
         self.renewed_at = time.monotonic()  # the lease was just taken
 
     def checkpoint(self) -> None:
@@ -260,6 +265,7 @@ class _Cycle:
         self._fetch(known, since=since)
         self._follow_links()
         self._registry_history(watched)
+        self._alternatives(watched)
 
     def _registry_history(self, watched: list[str]) -> None:
         """Version lists (status timelines) of up to ``history.per_poll`` trials that have
@@ -269,6 +275,18 @@ class _Cycle:
 
         fill_for_poll(self.store, self.config, self.client,
                       list(dict.fromkeys(watched + sorted(self.done))), checkpoint=self.checkpoint)
+
+    def _alternatives(self, watched: list[str]) -> None:
+        """Recruiting alternatives, searched once per poll (not per reader) for each trial that
+        stopped recruiting now, and for up to ``alternatives.per_poll`` others that do not
+        recruit and have none found at this data date. Never fails the poll."""
+        from .alternatives_cache import refresh_for_poll
+
+        done = refresh_for_poll(self.store, self.config, self.client, closed_now=self.closed_now,
+                                watched=list(dict.fromkeys(watched + sorted(self.done))),
+                                data_timestamp=self.report.data_timestamp, checkpoint=self.checkpoint)
+        self.report.alternatives_searched = len(done.computed) + len(done.failed)
+        self.report.alternatives_failed = len(done.failed)
 
     # -- what needs fetching ----------------------------------------------------------------
     def _since(self, last, *, force: bool) -> dt.date | None:  # noqa: ANN001
@@ -323,6 +341,8 @@ class _Cycle:
             self.changed.add(nct)
             self.report.trials_changed += 1
         self.report.changes += len(rec.changes)
+        if any(_stopped_recruiting(c) for c in rec.changes) and nct not in self.closed_now:
+            self.closed_now.append(nct)
         return nct
 
     def _report(self, nct: str, what: str) -> None:
@@ -420,6 +440,13 @@ class _Cycle:
         self._fetch([i for i in left if i not in self.done], since=None)
         make_events = (lambda states: _search_events(search, joined, left, states)) if has_run else None
         self.report.events += self.store.record_search_run(search.name, ids, left, events=make_events, at=utcnow())
+
+
+def _stopped_recruiting(change) -> bool:  # noqa: ANN001
+    from .store import NOT_RECRUITING
+
+    return (change.field in ("overall_status", "protocolSection.statusModule.overallStatus")
+            and change.new_value in NOT_RECRUITING)
 
 
 def _search_events(search: "SearchConfig", joined: list[str], left: list[str],

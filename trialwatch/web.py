@@ -212,7 +212,31 @@ class Web:
         return self.render(request, "trial.html", nct=nct, row=row, summary=summary,
                            site_groups=_site_groups(summary.sites) if summary else [],
                            changes=list(reversed(changes)), status_runs=_status_runs(snaps, row),
-                           timeline=timeline(self.store, nct))
+                           timeline=timeline(self.store, nct),
+                           alternatives=self.alternatives_section(request, nct, latest))
+
+    def alternatives_section(self, request: "Request", nct: str, latest: dict | None) -> dict | None:
+        """The "Recruiting alternatives" section of a trial that does not recruit: the poll's
+        stored answer ranked by ``?near=`` locally (no request to the registry), or None."""
+        from .alternatives_cache import ON_PAGE, shown
+        from .errors import PlaceError
+        from .places import resolve
+        from .store import NOT_RECRUITING
+
+        status = rec.get(latest, "protocolSection.statusModule.overallStatus") if latest else None
+        if status not in NOT_RECRUITING:
+            return None
+        near = (request.query_params.get("near") or "").strip()[:200]
+        place, place_error = None, None
+        if near:
+            try:
+                place = resolve(near)
+            except PlaceError as e:
+                place_error = e.message
+        row = self.store.alternatives_of([nct]).get(nct)
+        return {"near": near, "place_error": place_error,
+                "shown": shown(nct, row, place, ON_PAGE, own_ea=rec.get(
+                    latest, "protocolSection.statusModule.expandedAccessInfo"))}
 
     def search(self, request: "Request", form: Any) -> "Response":
         """A saved search: the trials it matches now, and who joined or left it, newest first."""

@@ -64,6 +64,10 @@ class TrialFacts:
     central_contact: Contact | None
     site_contacts: dict[str, Contact | None]  # by facility and by city
     memberships: frozenset[str]               # saved searches it belongs to now
+    # Its recruiting alternatives as the last poll found them (store.AlternativesCache, or None:
+    # none found or the search failed), and its own expandedAccessInfo. Read once per send.
+    alternatives_row: Any = None
+    expanded_access_info: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,9 @@ class TrialView:
     reasons: tuple[str, ...]
     searches: tuple[str, ...]
     severity: str | None
+    # When a change in this digest says the trial stopped recruiting: alternatives near her
+    # (alternatives_cache.ShownAlternatives), ranked from the poll's stored answer.
+    alternatives: Any = None
 
 
 @dataclass(frozen=True)
@@ -168,15 +175,23 @@ def load_facts(store: Store, nct_ids: Iterable[str], into: dict[str, TrialFacts]
     missing = sorted({n for n in nct_ids if n not in facts})
     if not missing:
         return facts
+    from ..store import NOT_RECRUITING
+
     titles, memberships = store.trial_context(missing)
+    records = {nct: store.latest_record(nct) for nct in missing}
+    closed = [n for n, r in records.items()
+              if rec.get(r, "protocolSection.statusModule.overallStatus") in NOT_RECRUITING]
+    stored = store.alternatives_of(closed)
     for nct in missing:
-        record = store.latest_record(nct)
+        record = records[nct]
         facts[nct] = TrialFacts(
             nct_id=nct,
             title=titles.get(nct) or rec.get(record, "protocolSection.identificationModule.briefTitle") or "",
             status=rec.get(record, "protocolSection.statusModule.overallStatus"),
             central_contact=_central_contact(record), site_contacts=_site_contacts(record),
-            memberships=frozenset(memberships.get(nct, set())))
+            memberships=frozenset(memberships.get(nct, set())),
+            alternatives_row=stored.get(nct),
+            expanded_access_info=rec.get(record, "protocolSection.statusModule.expandedAccessInfo"))
     return facts
 
 
@@ -329,7 +344,36 @@ def _searches(sub: Subscriber, changes: list[ChangeRow], memberships: frozenset[
     return tuple(sorted(_followed(sub, "search") & (memberships | {c.search for c in changes if c.search})))
 
 
-def trial_view(sub: Subscriber, nct: str, cs: list[ChangeRow], facts: TrialFacts | None) -> TrialView:
+def _stopped_recruiting(cs: list[ChangeRow]) -> bool:
+    from ..store import NOT_RECRUITING
+
+    return any(_is_status(c) and c.new_value in NOT_RECRUITING for c in cs)
+
+
+def her_place(config: "Config", sub: Subscriber, cache: dict | None = None) -> Any:
+    """Where she refers from: her config entry's ``location``, else the one she saved on the
+    web (``subscribers.location``), resolved offline; None when unknown. Resolutions are kept
+    in ``cache`` (one per send) by the text."""
+    from ..errors import PlaceError
+    from ..places import resolve
+
+    text = next((sc.location for sc in config.subscribers if (sc.address or sc.email) == sub.address
+                 and sc.location is not None), None) or getattr(sub, "location", None)
+    if text is None or not isinstance(text, str):
+        return text  # already a Place (validated config) or nothing
+    cache = {} if cache is None else cache
+    if text not in cache:
+        try:
+            cache[text] = resolve(text)
+        except PlaceError as e:
+            log.warning("subscriber %s: location %r cannot be placed (%s); alternatives unranked by distance",
+                        sub.id, untrusted.one_line(text), e.message)
+            cache[text] = None
+    return cache[text]
+
+
+def trial_view(sub: Subscriber, nct: str, cs: list[ChangeRow], facts: TrialFacts | None,
+               place: Any = None) -> TrialView:
     views = [change_view(c, facts) for c in cs]
     memberships = facts.memberships if facts else frozenset()
     searches = _searches(sub, cs, memberships)
@@ -341,7 +385,16 @@ def trial_view(sub: Subscriber, nct: str, cs: list[ChangeRow], facts: TrialFacts
         status=rec.words(status), status_meaning=STATUS_MEANING.get(status or ""),
         central_contact=facts.central_contact if facts else None,
         changes=tuple(v for v in views if not v.site), sites=tuple(v for v in views if v.site),
-        reasons=tuple(reasons), searches=searches, severity=cs[0].severity if cs else None)
+        reasons=tuple(reasons), searches=searches, severity=cs[0].severity if cs else None,
+        alternatives=_alternatives(nct, cs, facts, place))
+
+
+def _alternatives(nct: str, cs: list[ChangeRow], facts: TrialFacts | None, place: Any) -> Any:
+    if facts is None or not _stopped_recruiting(cs):
+        return None
+    from ..alternatives_cache import IN_DIGEST, shown
+
+    return shown(nct, facts.alternatives_row, place, IN_DIGEST, own_ea=facts.expanded_access_info)
 
 
 def _and(items: Sequence[str]) -> str:
@@ -366,13 +419,14 @@ def _intro(n_changes: int, n_trials: int) -> str:
 
 def build_view(config: "Config", subscriber: Subscriber, changes: Sequence[ChangeRow],
                facts: dict[str, TrialFacts], *, nct_ids: Sequence[str] = (), now: dt.datetime,
-               secret_key: str | None = None) -> DigestView:
+               secret_key: str | None = None, places: dict | None = None) -> DigestView:
     """One person's digest as data: ``changes`` grouped by trial (most severe first), plus the
     current state of any trial in ``nct_ids`` without changes. Pure: ``facts`` holds the reads."""
     groups = group(changes)
     seen = {nct for nct, _ in groups}
     groups += [(nct, []) for nct in nct_ids if nct not in seen]
-    trials = tuple(trial_view(subscriber, nct, cs, facts.get(nct)) for nct, cs in groups)
+    place = her_place(config, subscriber, places) if any(_stopped_recruiting(cs) for _, cs in groups) else None
+    trials = tuple(trial_view(subscriber, nct, cs, facts.get(nct), place) for nct, cs in groups)
     if secret_key and subscriber.id:
         unsub = tokens.make(secret_key, "unsubscribe", subscriber.id, subscriber.token_version or 0)
         manage = tokens.make(secret_key, "manage", subscriber.id, subscriber.token_version or 0)
@@ -392,12 +446,13 @@ def build_view(config: "Config", subscriber: Subscriber, changes: Sequence[Chang
 
 def render_digest(store: Store, config: "Config", subscriber: Subscriber, changes: Sequence[ChangeRow], *,
                   nct_ids: Sequence[str] = (), now: dt.datetime | None = None,
-                  secret_key: str | None = None, facts: dict[str, TrialFacts] | None = None) -> Rendered:
+                  secret_key: str | None = None, facts: dict[str, TrialFacts] | None = None,
+                  places: dict | None = None) -> Rendered:
     """Load (what ``facts`` lacks), build the view, render. Links carry real tokens when
     ``secret_key`` is given, a placeholder otherwise."""
     facts = load_facts(store, [c.nct_id for c in changes] + list(nct_ids), facts)
     view = build_view(config, subscriber, changes, facts, nct_ids=nct_ids, now=now or utcnow(),
-                      secret_key=secret_key)
+                      secret_key=secret_key, places=places)
     return render(view)
 
 
@@ -454,6 +509,7 @@ def compose_digests(store: Store, config: "Config", *, now: dt.datetime | None =
     due = pending(store, now)
     # One read per trial for the whole send, whoever's digest it appears in.
     facts = load_facts(store, {c.nct_id for p in due for c in p.changes})
+    places: dict = {}  # her place, resolved once per location text per send
     for p in due:
         sub = p.subscriber
         # Rows queued before she raised her min_severity are dropped, not mailed.
@@ -462,7 +518,7 @@ def compose_digests(store: Store, config: "Config", *, now: dt.datetime | None =
         if keep:
             try:
                 message = _digest_message(store, config, channel_for(sub.channel, config), sub,
-                                          [c for c, _ in keep], facts, now, secret)
+                                          [c for c, _ in keep], facts, now, secret, places)
             except Exception as e:  # noqa: BLE001 - one bad digest must not hold back everyone's mail
                 # Her outbox rows stay unattached, so nothing is lost: a fixed release mails them.
                 # Reported, never swallowed: a digest nobody can build is mail that never arrives.
@@ -481,9 +537,10 @@ def compose_digests(store: Store, config: "Config", *, now: dt.datetime | None =
 
 
 def _digest_message(store: Store, config: "Config", channel: Any, sub: Subscriber, changes: list[ChangeRow],
-                    facts: dict[str, TrialFacts], now: dt.datetime, secret: str) -> NewMessage:
-    rendered = render_digest(store, config, sub, changes, now=now, secret_key=secret, facts=facts)
-    view = build_view(config, sub, changes, facts, now=now, secret_key=secret)
+                    facts: dict[str, TrialFacts], now: dt.datetime, secret: str,
+                    places: dict | None = None) -> NewMessage:
+    rendered = render_digest(store, config, sub, changes, now=now, secret_key=secret, facts=facts, places=places)
+    view = build_view(config, sub, changes, facts, now=now, secret_key=secret, places=places)
     token = tokens.make(secret, "unsubscribe", sub.id, sub.token_version)
     body, key = channel.compose(rendered, view, to=sub.address, name=sub.name, now=now, unsubscribe_token=token)
     return NewMessage(sub.id, "digest", channel.__kind__, sub.address, key, rendered.subject, body)

@@ -38,6 +38,7 @@ from .engine import (
     migrations_dir,
     upgrade,
 )
+from .alternatives import NOT_RECRUITING, AlternativesOps
 from .locks import LockOps
 from .models import (
     REGISTRY_SEQ_BASE,
@@ -77,7 +78,7 @@ from .watch import WatchOps
 DATABASE_ERRORS: tuple[type[Exception], ...] = (StoreError, SQLAlchemyError)
 
 __all__ = [
-    "DATABASE_ERRORS", "REGISTRY_SEQ_BASE", "AlternativesCache", "SCHEMA_REVISION", "IndexData", "SearchPageData", "WRITE_CHUNK", "Base", "Blob", "ChangeRow", "Lock", "Message",
+    "DATABASE_ERRORS", "NOT_RECRUITING", "REGISTRY_SEQ_BASE", "AlternativesCache", "SCHEMA_REVISION", "IndexData", "SearchPageData", "WRITE_CHUNK", "Base", "Blob", "ChangeRow", "Lock", "Message",
     "OutboxRow", "Poll", "RateEvent", "Recorded", "RegistryHistory", "RegistryVersion", "SavedSearchRun",
     "SearchMember", "Snapshot", "Store", "Subscriber", "Subscription", "Trial", "TrialAlias", "current_revision",
     "head_revision", "make_engine", "migrations_dir", "open_store", "seam_diff", "upgrade", "utcnow",
@@ -86,10 +87,10 @@ __all__ = [
 
 
 class Store(SnapshotOps, RegistryOps, TrialOps, LockOps, WatchOps, PollOps, SearchOps, PageOps,
-            SubscriberOps, OutboxOps):
+            SubscriberOps, OutboxOps, AlternativesOps):
     """The database, opened, and the only place that queries it. Cheap methods over short
     transactions; the named operations live in one module per concern (snapshots, registry,
-    trials, locks, watch, polls, searches, pages, subscribers, outbox) and are mixed in here."""
+    trials, locks, watch, polls, searches, pages, subscribers, outbox, alternatives) and are mixed in here."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
