@@ -1,7 +1,8 @@
 """Page throughput between polls: index, a trial page, a feed and a 304, each beside its floor.
 
 One `trialwatch serve` process on 127.0.0.1 over a SQLite (default) or PostgreSQL database of
-N watched trials (one poll first, none during the measurement: pages change only after a poll).
+N watched trials (two polls first, the measured trial changing status in between; none during
+the measurement: pages change only after a poll).
 ``--clients`` concurrent httpx clients (keep-alive) make ``--requests`` GETs of one target at a
 time; targets are interleaved round by round (floor, index, trial, feed, 304, floor, ...) so
 the noise of a shared machine falls on all of them alike, and each figure is the median over
@@ -36,7 +37,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 from bench_web_load import Env, free_port, pct  # noqa: E402
-from corpus import clones, ids_of  # noqa: E402
+from corpus import change_status, clones, ids_of  # noqa: E402
 from standin import StandIn  # noqa: E402
 
 
@@ -88,10 +89,14 @@ def main() -> int:
         workdir = Path(tmp)
         database = args.database or f"sqlite:///{workdir / 'trialwatch.db'}"
         env = Env(workdir, api, ids, database, args.src)
-        first = env.run("poll", "--no-send")
-        if first.returncode != 0:
-            print(first.stderr, file=sys.stderr)
-            return 1
+        # Two polls, the measured trial changing status in between: its page and feed show a change.
+        for status in (None, "SUSPENDED"):
+            if status:
+                api.put(change_status(records[2], status, updated="2026-11-25"))
+            done = env.run("poll", "--no-send", *(["--force"] if status else []))
+            if done.returncode != 0:
+                print(done.stderr, file=sys.stderr)
+                return 1
         servers: dict[str, tuple[subprocess.Popen, str]] = {}
         try:
             variants = {"": args.src} | ({"before:": args.baseline_src} if args.baseline_src else {})

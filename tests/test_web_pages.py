@@ -265,3 +265,49 @@ def test_the_cache_is_bounded():
     assert cache.get((4,)) is None and cache.get((9,)) == b"123456789"
     cache.put((10,), b"x" * 11)  # larger than the whole cache: not kept
     assert cache.get((10,)) is None
+
+
+# -- the store's side, on SQLite and PostgreSQL --------------------------------------------------
+
+def test_page_stamp_moves_with_every_write_a_page_shows_and_not_with_subscribers(store, record):
+    from types import SimpleNamespace
+
+    seen = [store.page_stamp()]
+
+    def moved() -> bool:
+        seen.append(store.page_stamp())
+        return seen[-1] != seen[-2]
+
+    store.record_fetch(record(FETCHED), fetched_at=PAST)
+    assert moved()                                            # a new trial, snapshot
+    poll = store.start_poll()
+    assert moved()                                            # a poll starts ("running")
+    store.mark_checked([FETCHED], at=PAST + dt.timedelta(hours=1))
+    assert moved()                                            # checked, unchanged
+    store.finish_poll(poll, complete=True, skipped=False, full=False, data_timestamp=None, requests=1,
+                      bytes_received=0, trials_checked=1, trials_changed=0, changes=0, error=None)
+    assert moved()                                            # the poll finishes
+    changed = record(FETCHED)
+    changed["protocolSection"]["statusModule"]["overallStatus"] = "SUSPENDED"
+    store.record_fetch(changed, fetched_at=PAST + dt.timedelta(hours=2))
+    assert moved()                                            # a change
+    store.watch([FETCHED])
+    assert moved()
+    store.unwatch([FETCHED])
+    assert moved()
+    store.save_registry_versions(FETCHED, [{"version": 0, "date": "2015-09-01", "status": "RECRUITING"}])
+    assert moved()                                            # backfill's version list
+    store.page_stamp()
+    assert not moved()                                        # reading moves nothing
+    with store.session() as s, s.begin():
+        from trialwatch.store import Subscriber
+
+        s.add(Subscriber(email="dr.ada@example.org", state="active", source="web"))
+    assert not moved()                                        # no page shows subscribers
+    assert seen[-1].changed_at > PAST + dt.timedelta(hours=2)       # the version list, fetched now
+    cfg = SimpleNamespace(trials=[FETCHED, OTHER, *FILLER], subscribers=[], searches=[])
+    page = store.index_page(cfg, page=3, per_page=50)
+    assert (page.total, page.pages, page.page) == (122, 3, 3) and [r.nct_id for r in page.rows] == FILLER[98:]
+    found = store.index_page(cfg, q="certolizumab")
+    assert [(r.nct_id, r.overall_status, r.found) for r in found.rows] == [(FETCHED, "SUSPENDED", True)]
+    assert [r.found for r in store.index_page(cfg, q=OTHER).rows] == [False]   # watched, never fetched
