@@ -311,3 +311,7 @@ def test_page_stamp_moves_with_every_write_a_page_shows_and_not_with_subscribers
     found = store.index_page(cfg, q="certolizumab")
     assert [(r.nct_id, r.overall_status, r.found) for r in found.rows] == [(FETCHED, "SUSPENDED", True)]
     assert [r.found for r in store.index_page(cfg, q=OTHER).rows] == [False]   # watched, never fetched
+
+
+def test_if_none_match_star_does_not_answer_for_a_page_that_does_not_exist(client, stored):
+    assert client.get("/trials/NCT00000001", headers={"if-none-match": "*"}).status_code == 404
