@@ -106,7 +106,7 @@ class Web:
 
         # What changes a page without a database write: this code, its templates, the config.
         self.pages = PageCache(fingerprint(__version__, config.trials, [sc.model_dump() for sc in config.searches],
-                                           [(x.email, x.trials) for x in config.subscribers],
+                                           [x.trials for x in config.subscribers],
                                            config.email.public_url, template_dir=HERE / "templates" / "web"))
 
     # -- plumbing -------------------------------------------------------------------------
