@@ -50,6 +50,7 @@ CSRF_FIELD = "csrf_token"
 MAX_CONFIRMS_PER_EMAIL = 3
 MAX_SUBSCRIBES_PER_CLIENT = 10
 HEALTH_TIMEOUT_S = 2.0  # /healthz answers within this, database or not
+PER_PAGE = 50  # trials per page of the home page
 
 SECURITY_HEADERS = [
     (b"content-security-policy",
@@ -100,6 +101,13 @@ class Web:
         self.env.filters.update(words=rec.words, when=_when, day=_day, plain=_plain,
                                 safe_email=untrusted.safe_email, tel_href=untrusted.tel_href)
         self.env.globals.update(severities=SEVERITIES, digests=DIGESTS, ctgov_url=rec.url)
+        from . import __version__
+        from .pagecache import PageCache, fingerprint
+
+        # What changes a page without a database write: this code, its templates, the config.
+        self.pages = PageCache(fingerprint(__version__, config.trials, [sc.model_dump() for sc in config.searches],
+                                           [x.trials for x in config.subscribers],
+                                           config.email.public_url, template_dir=HERE / "templates" / "web"))
 
     # -- plumbing -------------------------------------------------------------------------
     @property
@@ -130,6 +138,44 @@ class Web:
             resp.set_cookie(CSRF_COOKIE, nonce, httponly=True, samesite="lax",
                             secure=self.secure_cookies, path="/")
         return resp
+
+    def render_public(self, template: str, **ctx: Any) -> bytes:
+        """A page without forms, the same for every visitor: no CSRF token, no cookie, so
+        it can be cached and shared (``cached``)."""
+        return self.env.get_template(template).render(csrf_token="", **ctx).encode()
+
+    def cached(self, fn: Callable, key: Callable[["Request"], tuple], *,
+               media_type: str = "text/html; charset=utf-8") -> Callable:
+        """A public page or feed: validators from the store's page stamp, 304 when the client's
+        copy still holds, else the body from the cache or ``fn(request)`` (bytes; a Response,
+        such as a redirect or a 404, is passed through uncached and without validators)."""
+        from starlette.responses import Response
+
+        from .pagecache import not_modified, validator_headers
+
+        def handler(request: "Request", form: Any) -> "Response":
+            stamp = self.store.page_stamp()
+            k = key(request)
+            etag = self.pages.etag(k, stamp)
+            modified = self.pages.last_modified(stamp)
+            headers = validator_headers(etag, modified)
+            if not_modified(request.headers, etag, modified):
+                return Response(status_code=304, headers=headers)
+            passed: list = []
+
+            def build() -> bytes | None:
+                out = fn(request)
+                if isinstance(out, bytes):
+                    return out
+                passed.append(out)
+                return None
+
+            body = self.pages.body((k, stamp.key), build)
+            if body is None:
+                return passed[0]
+            return Response(body, media_type=media_type, headers=headers)
+
+        return handler
 
     def message(self, request: "Request", status: int, title: str, text: str) -> "Response":
         return self.render(request, "message.html", status=status, title=title, text=text)
@@ -181,16 +227,20 @@ class Web:
         return self.store.watched_ids(self.config)
 
     # -- status pages ---------------------------------------------------------------------
-    def index(self, request: "Request", form: Any) -> "Response":
-        data = self.store.index_data()
-        rows, last_poll = data.trials, data.last_poll
-        trials = [{"nct_id": n, "row": rows.get(n), "missed_last_poll": _missed(rows.get(n), last_poll)}
-                  for n in self.watched_ids()]
+    def index(self, request: "Request") -> bytes:
+        """The watched trials, PER_PAGE a page (``?page=N``), filtered by ``?q=`` (part of an
+        NCT number, or words of the title)."""
+        page, q = _index_params(request)
+        data = self.store.index_page(self.config, page=page, per_page=PER_PAGE, q=q)
+        last_poll = data.last_poll
+        trials = [{"nct_id": r.nct_id, "row": r if r.found else None,
+                   "missed_last_poll": _missed(r, last_poll)} for r in data.rows]
         searches = [{"cfg": sc, "members": data.search_members.get(sc.name, 0),
                      "last_change": data.search_last_change.get(sc.name)} for sc in self.config.searches]
-        return self.render(request, "index.html", trials=trials, searches=searches, last_poll=last_poll)
+        return self.render_public("index.html", trials=trials, searches=searches, last_poll=last_poll,
+                                  page=data.page, pages=data.pages, total=data.total, q=q)
 
-    def trial(self, request: "Request", form: Any) -> "Response":
+    def trial(self, request: "Request") -> "bytes | Response":
         raw = request.path_params["nct"]
         try:
             nct = self.store.resolve_alias(rec.normalize_nct(raw))
@@ -209,11 +259,11 @@ class Web:
         summary = rec.summary(latest) if latest else None
         from .history import timeline
 
-        return self.render(request, "trial.html", nct=nct, row=row, summary=summary,
-                           site_groups=_site_groups(summary.sites) if summary else [],
-                           changes=list(reversed(changes)), status_runs=_status_runs(snaps, row),
-                           timeline=timeline(self.store, nct),
-                           alternatives=self.alternatives_section(request, nct, latest))
+        return self.render_public("trial.html", nct=nct, row=row, summary=summary,
+                                  site_groups=_site_groups(summary.sites) if summary else [],
+                                  changes=list(reversed(changes)), status_runs=_status_runs(snaps, row),
+                                  timeline=timeline(self.store, nct),
+                                  alternatives=self.alternatives_section(request, nct, latest))
 
     def alternatives_section(self, request: "Request", nct: str, latest: dict | None) -> dict | None:
         """The "Recruiting alternatives" section of a trial that does not recruit: the poll's
@@ -238,23 +288,23 @@ class Web:
                 "shown": shown(nct, row, place, ON_PAGE, own_ea=rec.get(
                     latest, "protocolSection.statusModule.expandedAccessInfo"))}
 
-    def search(self, request: "Request", form: Any) -> "Response":
+    def search(self, request: "Request") -> "bytes | Response":
         """A saved search: the trials it matches now, and who joined or left it, newest first."""
         name = request.path_params["name"]
         sc = next((x for x in self.config.searches if x.name == name), None)
         if sc is None:
             return self.not_found(request)
         data = self.store.search_page_data(name)
-        return self.render(request, "search.html", sc=sc,
-                           trials=[{"nct_id": i, "row": data.trials.get(i)} for i in data.nct_ids],
-                           events=data.events)
+        return self.render_public("search.html", sc=sc,
+                                  trials=[{"nct_id": i, "row": data.trials.get(i)} for i in data.nct_ids],
+                                  events=data.events)
 
     def not_found(self, request: "Request", exc: Exception | None = None) -> "Response":
         return self.message(request, 404, "Not found",
                             "There is no such page here. Trials are listed on the home page.")
 
     # -- feeds ------------------------------------------------------------------------------
-    def trial_feed(self, request: "Request", form: Any) -> "Response":
+    def trial_feed(self, request: "Request") -> "bytes | Response":
         from . import feeds
 
         try:
@@ -263,15 +313,15 @@ class Web:
             return self.not_found(request)
         if self.store.trial(nct) is None and nct not in self.config.all_trials():
             return self.not_found(request)
-        return _atom(feeds.trial_feed(self.store, self.config, nct))
+        return feeds.trial_feed(self.store, self.config, nct)
 
-    def search_feed(self, request: "Request", form: Any) -> "Response":
+    def search_feed(self, request: "Request") -> "bytes | Response":
         from . import feeds
 
         name = request.path_params["name"]
         if name not in {sc.name for sc in self.config.searches}:
             return self.not_found(request)
-        return _atom(feeds.search_feed(self.store, self.config, name))
+        return feeds.search_feed(self.store, self.config, name)
 
     # -- health -----------------------------------------------------------------------------
     def healthz(self, request: "Request", form: Any) -> "Response":
@@ -521,10 +571,28 @@ def _site_groups(sites: list) -> list[tuple[str, list]]:
     return [(st, groups[st]) for st in sorted(groups, key=rank)]
 
 
-def _atom(body: bytes) -> "Response":
-    from starlette.responses import Response
+ATOM = "application/atom+xml; charset=utf-8"
 
-    return Response(body, media_type="application/atom+xml; charset=utf-8")
+
+def _path(request: "Request") -> tuple:
+    return (request.url.path,)
+
+
+def _path_and_query(request: "Request") -> tuple:
+    # A trial page varies with its query (``?near=`` ranks sites and alternatives); the cache
+    # is bounded, so odd queries cost an entry, never memory without end.
+    return (request.url.path, request.url.query[:500])
+
+
+def _index_params(request: "Request") -> tuple[int, str]:
+    """``?page=`` (1 when missing or not a number) and ``?q=`` (trimmed, at most 200 characters)."""
+    raw = request.query_params.get("page", "1")
+    page = int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 7 else 1
+    return max(page, 1), request.query_params.get("q", "").strip()[:200]
+
+
+def _index_key(request: "Request") -> tuple:
+    return ("/",) + _index_params(request)
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -560,11 +628,13 @@ def create_app(config: Config, store: "Store | None" = None) -> "Starlette":
     web = Web(config, store)
     get, both = ["GET"], ["GET", "POST"]
     routes = [
-        Route("/", web.page(web.index), methods=get),
-        Route("/trials/{nct}", web.page(web.trial), methods=get),
-        Route("/trials/{nct}/feed.atom", web.page(web.trial_feed), methods=get),
-        Route("/searches/{name}", web.page(web.search), methods=get),
-        Route("/searches/{name}/feed.atom", web.page(web.search_feed), methods=get),
+        # Public pages and feeds: conditional GET and a shared cache (pagecache); no forms.
+        Route("/", web.page(web.cached(web.index, _index_key)), methods=get),
+        Route("/trials/{nct}", web.page(web.cached(web.trial, _path_and_query)), methods=get),
+        Route("/trials/{nct}/feed.atom", web.page(web.cached(web.trial_feed, _path, media_type=ATOM)), methods=get),
+        Route("/searches/{name}", web.page(web.cached(web.search, _path)), methods=get),
+        Route("/searches/{name}/feed.atom", web.page(web.cached(web.search_feed, _path, media_type=ATOM)),
+              methods=get),
         Route("/subscribe", web.page(web.subscribe), methods=both),
         Route("/confirm", web.page(web.confirm), methods=both),
         Route("/manage", web.page(web.manage), methods=both),

@@ -62,7 +62,7 @@ from .models import (
     TrialAlias,
     utcnow,
 )
-from .pages import IndexData, PageOps, SearchPageData
+from .pages import IndexPage, IndexRow, PageOps, IndexPageOps, PageStamp, SearchPageData
 from .polls import PollOps
 from .records import Recorded, Prepared, seam_diff
 from .registry import RegistryOps
@@ -78,7 +78,7 @@ from .watch import WatchOps
 DATABASE_ERRORS: tuple[type[Exception], ...] = (StoreError, SQLAlchemyError)
 
 __all__ = [
-    "DATABASE_ERRORS", "NOT_RECRUITING", "REGISTRY_SEQ_BASE", "AlternativesCache", "SCHEMA_REVISION", "IndexData", "SearchPageData", "WRITE_CHUNK", "Base", "Blob", "ChangeRow", "Lock", "Message",
+    "DATABASE_ERRORS", "NOT_RECRUITING", "REGISTRY_SEQ_BASE", "AlternativesCache", "SCHEMA_REVISION", "IndexPage", "IndexRow", "PageStamp", "SearchPageData", "WRITE_CHUNK", "Base", "Blob", "ChangeRow", "Lock", "Message",
     "OutboxRow", "Poll", "RateEvent", "Recorded", "RegistryHistory", "RegistryVersion", "SavedSearchRun",
     "SearchMember", "Snapshot", "Store", "Subscriber", "Subscription", "Trial", "TrialAlias", "current_revision",
     "head_revision", "make_engine", "migrations_dir", "open_store", "seam_diff", "upgrade", "utcnow",
@@ -86,7 +86,7 @@ __all__ = [
 ]
 
 
-class Store(SnapshotOps, RegistryOps, TrialOps, LockOps, WatchOps, PollOps, SearchOps, PageOps,
+class Store(SnapshotOps, RegistryOps, TrialOps, LockOps, WatchOps, PollOps, SearchOps, PageOps, IndexPageOps,
             SubscriberOps, OutboxOps, AlternativesOps):
     """The database, opened, and the only place that queries it. Cheap methods over short
     transactions; the named operations live in one module per concern (snapshots, registry,

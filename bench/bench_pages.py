@@ -1,0 +1,171 @@
+"""Page throughput between polls: index, a trial page, a feed and a 304, each beside its floor.
+
+One `trialwatch serve` process on 127.0.0.1 over a SQLite (default) or PostgreSQL database of
+N watched trials (two polls first, the measured trial changing status in between; none during
+the measurement: pages change only after a poll).
+``--clients`` concurrent httpx clients (keep-alive) make ``--requests`` GETs of one target at a
+time; targets are interleaved round by round (floor, index, trial, feed, 304, floor, ...) so
+the noise of a shared machine falls on all of them alike, and each figure is the median over
+``--rounds`` rounds. The floor: /static/style.css from the same server (no database).
+
+    .venv/bin/python bench/bench_pages.py                          # N=1000, 20 clients, 5 rounds
+    .venv/bin/python bench/bench_pages.py --src /tmp/old-trialwatch  # another checkout's package
+    .venv/bin/python bench/bench_pages.py --baseline-src /tmp/old-trialwatch  # before/after in one run
+    .venv/bin/python bench/bench_pages.py --database postgresql+psycopg://postgres@127.0.0.1/bench
+
+Rows: ``index`` is ``/`` (the first page), ``trial`` a typical trial page (the third clone of
+the corpus, a mid-sized record), ``feed`` that trial's Atom feed, ``304`` the trial page asked
+again with the ETag it was served (a feed reader's poll; an older trialwatch without ETags
+answers 200 there, which the status codes show). With ``--baseline-src DIR`` a second server
+runs DIR's package over the same database, and every round measures each target on both
+(rows ``before:<target>``), so before and after share the same noise. Measurements, not tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))
+from bench_web_load import Env, free_port, pct  # noqa: E402
+from corpus import change_status, clones, ids_of  # noqa: E402
+from standin import StandIn  # noqa: E402
+
+
+async def hammer(base: str, path: str, n_requests: int, clients: int, headers: dict | None = None) -> dict:
+    import httpx
+
+    lat: list[float] = []
+    codes: dict[int, int] = {}
+    counter = iter(range(n_requests))
+    size = [0]
+
+    async def client() -> None:
+        async with httpx.AsyncClient(base_url=base, timeout=120) as c:
+            for _ in counter:
+                t0 = time.perf_counter()
+                r = await c.get(path, headers=headers or {})
+                lat.append(time.perf_counter() - t0)
+                codes[r.status_code] = codes.get(r.status_code, 0) + 1
+                size[0] = len(r.content)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    wall = time.perf_counter() - t0
+    return {"req_per_s": n_requests / wall, "p50_ms": pct(lat, 50) * 1000, "p99_ms": pct(lat, 99) * 1000,
+            "codes": codes, "bytes": size[0]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=1000, help="trials watched (default 1000)")
+    ap.add_argument("--requests", type=int, default=1000, help="requests per target per round")
+    ap.add_argument("--clients", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--database", default=None, help="a database URL (default: SQLite in a temp dir)")
+    ap.add_argument("--src", type=Path, default=None, help="run the trialwatch package found in this folder")
+    ap.add_argument("--baseline-src", type=Path, default=None,
+                    help="also serve this folder's trialwatch package over the same database, interleaved")
+    ap.add_argument("--label", default="")
+    ap.add_argument("--out", type=Path, default=None, help="append the result as one JSON line to this file")
+    args = ap.parse_args()
+
+    import httpx
+
+    records = clones(args.n)
+    ids = ids_of(records)
+    trial = ids[2]
+    with tempfile.TemporaryDirectory(prefix="tw-pages-", ignore_cleanup_errors=True) as tmp, \
+            StandIn(records, data_timestamp="2026-11-24T09:00:05") as api:
+        workdir = Path(tmp)
+        database = args.database or f"sqlite:///{workdir / 'trialwatch.db'}"
+        env = Env(workdir, api, ids, database, args.src)
+        # Two polls, the measured trial changing status in between: its page and feed show a change.
+        for status in (None, "SUSPENDED"):
+            if status:
+                api.put(change_status(records[2], status, updated="2026-11-25"))
+            done = env.run("poll", "--no-send", *(["--force"] if status else []))
+            if done.returncode != 0:
+                print(done.stderr, file=sys.stderr)
+                return 1
+        servers: dict[str, tuple[subprocess.Popen, str]] = {}
+        try:
+            variants = {"": args.src} | ({"before:": args.baseline_src} if args.baseline_src else {})
+            for prefix, src in variants.items():
+                venv = Env(workdir, api, ids, database, src)  # the same config file, another package
+                port = free_port()
+                proc = subprocess.Popen(venv.cmd("serve", "--port", str(port)), env=venv.env, cwd=venv.cwd,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                servers[prefix] = (proc, f"http://127.0.0.1:{port}")
+            for _, base in servers.values():
+                deadline = time.monotonic() + 30
+                while True:
+                    try:
+                        if httpx.get(base + "/healthz").status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    if time.monotonic() > deadline:
+                        print("a server did not start", file=sys.stderr)
+                        return 1
+                    time.sleep(0.1)
+            targets: dict[str, tuple[str, str, dict | None]] = {}
+            for prefix, (_, base) in servers.items():
+                etag = httpx.get(f"{base}/trials/{trial}").headers.get("etag")
+                if prefix == "":
+                    targets["floor"] = (base, "/static/style.css", None)
+                    has_etag = bool(etag)
+                targets.update({
+                    f"{prefix}index": (base, "/", None),
+                    f"{prefix}trial": (base, f"/trials/{trial}", None),
+                    f"{prefix}feed": (base, f"/trials/{trial}/feed.atom", None),
+                    f"{prefix}304": (base, f"/trials/{trial}", {"if-none-match": etag} if etag else None),
+                })
+            for base, path, headers in targets.values():  # warm-up, not measured
+                asyncio.run(hammer(base, path, 40, min(args.clients, 20), headers))
+            runs: dict[str, list[dict]] = {k: [] for k in targets}
+            for _ in range(args.rounds):
+                for name, (base, path, headers) in targets.items():
+                    runs[name].append(asyncio.run(hammer(base, path, args.requests, args.clients, headers)))
+        finally:
+            for proc, _ in servers.values():
+                proc.terminate()
+                proc.wait(timeout=30)
+
+    def med(name: str, key: str) -> float:
+        return round(statistics.median(r[key] for r in runs[name]), 1)
+
+    floor = med("floor", "req_per_s")
+    rows = {}
+    for name in targets:
+        codes: dict[str, int] = {}
+        for r in runs[name]:
+            for c, k in r["codes"].items():
+                codes[str(c)] = codes.get(str(c), 0) + k
+        rows[name] = {"req_per_s": med(name, "req_per_s"), "p50_ms": med(name, "p50_ms"),
+                      "p99_ms": med(name, "p99_ms"), "floor_over_this": round(floor / med(name, "req_per_s"), 2),
+                      "bytes": runs[name][-1]["bytes"], "codes": codes}
+    result = {"label": args.label, "n": args.n, "clients": args.clients, "requests": args.requests,
+              "rounds": args.rounds, "database": "sqlite" if args.database is None else args.database.split(":")[0],
+              "etag": has_etag, "rows": rows}
+    print(f"{'target':13} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'floor/x':>8} {'bytes':>8}  codes")
+    for name, r in rows.items():
+        print(f"{name:13} {r['req_per_s']:8.1f} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f} {r['floor_over_this']:8.2f} "
+              f"{r['bytes']:8d}  {r['codes']}")
+    if args.out:
+        with args.out.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
