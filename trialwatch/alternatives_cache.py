@@ -169,20 +169,38 @@ def shown(nct_id: str, row: "AlternativesCache | None", place: "Place | None", l
     within ``within_miles``, closest match first, then nearest site (the order of
     ``trialwatch alternatives --near``); without one, closest match first. ``own_ea`` is the
     trial's ``expandedAccessInfo`` (its own route is listed first even when nothing is stored)."""
-    from .referral import nearest_sites
-
-    body: dict[str, Any] | None = None
-    if row is not None:
-        try:
-            body = json.loads(row.body)
-        except ValueError:
-            log.error("%s: stored alternatives are not JSON; shown as unavailable", nct_id)
+    body = _stored_body(nct_id, row)
     if body is None:
         return ShownAlternatives(state="unavailable", nct_id=nct_id, expanded_access=_own_only(own_ea),
                                  place=place.label if place else None, within_miles=within_miles)
+    ranked, beyond = _ranked(body.get("alternatives") or [], place, within_miles)
+    ea = tuple(ShownExpandedAccess(nct_id=e["nct_id"], url=url(e["nct_id"]), title=e.get("title") or "",
+                                   status=words(e.get("status")) if e.get("status") else "", why=e.get("why") or "")
+               for e in body.get("expanded_access") or [])
+    return ShownAlternatives(
+        state="ok", nct_id=nct_id, alternatives=tuple(ranked[:max(limit, 0)]), expanded_access=ea,
+        data_date=(row.data_timestamp or "")[:10] or None, place=place.label if place else None,
+        within_miles=within_miles, beyond=beyond, condition_only=bool(body.get("condition_only")))
+
+
+def _stored_body(nct_id: str, row: "AlternativesCache | None") -> dict[str, Any] | None:
+    if row is None:
+        return None
+    try:
+        return json.loads(row.body)
+    except ValueError:
+        log.error("%s: stored alternatives are not JSON; shown as unavailable", nct_id)
+        return None
+
+
+def _ranked(alternatives: list[dict], place: "Place | None",
+            within_miles: float) -> tuple[list[ShownAlternative], int]:
+    """The entries in the order a reader sees them, and how many lie beyond her radius."""
+    from .referral import nearest_sites
+
     ranked: list[tuple[tuple, ShownAlternative]] = []
     beyond = 0
-    for a in body.get("alternatives") or []:
+    for a in alternatives:
         site = None
         if place is not None:
             near = nearest_sites(_sites_record(a), place, limit=1)
@@ -196,13 +214,7 @@ def shown(nct_id: str, row: "AlternativesCache | None", place: "Place | None", l
             site=site, site_text=_site_text(site) if site else None)
         ranked.append(((-int(a.get("closeness") or 0), site.distance_km if site else 0.0, a["nct_id"]), entry))
     ranked.sort(key=lambda t: t[0])
-    ea = tuple(ShownExpandedAccess(nct_id=e["nct_id"], url=url(e["nct_id"]), title=e.get("title") or "",
-                                   status=words(e.get("status")) if e.get("status") else "", why=e.get("why") or "")
-               for e in body.get("expanded_access") or [])
-    return ShownAlternatives(
-        state="ok", nct_id=nct_id, alternatives=tuple(e for _, e in ranked[:max(limit, 0)]), expanded_access=ea,
-        data_date=(row.data_timestamp or "")[:10] or None, place=place.label if place else None,
-        within_miles=within_miles, beyond=beyond, condition_only=bool(body.get("condition_only")))
+    return [e for _, e in ranked], beyond
 
 
 def _own_only(own_ea: dict | None) -> tuple[ShownExpandedAccess, ...]:
