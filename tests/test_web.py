@@ -157,7 +157,7 @@ def test_trial_page_shows_what_a_referral_needs_and_changes_most_recent_first(cl
     page = client.get(f"/trials/{WATCHED}")
     assert page.status_code == 200
     text = page.text
-    for expected in ("Completed", "Eligibility", "Contacts", "Sites (", "Status history",
+    for expected in ("Completed", "Eligibility", "Contacts", "All sites (", "Status history",
                      f"https://clinicaltrials.gov/study/{WATCHED}", "Inclusion"):
         assert expected in text, expected
     assert text.index("Site Mayo Clinic") < text.index("Overall status")   # newest first
