@@ -335,7 +335,8 @@ class Web:
                 adding = ([t for t in prefs["trials"] if t not in have["trials"]],
                           [n for n in prefs["searches"] if n not in have["searches"]])
                 if not adding[0] and not adding[1]:
-                    return self.render(request, "check_inbox.html", email=email)
+                    adding = None  # nothing new: her mail leads to the manage page, as before
+            if adding:
                 token = tokens.make_add(self.secret, sub.id, sub.token_version, *adding)
             else:
                 token = tokens.make(self.secret, "confirm", sub.id, sub.token_version)
@@ -445,7 +446,9 @@ class Web:
                 sub = subscribers.unsubscribe_target(self.store, self.secret, token)
         except TokenError as e:
             return self.bad_link(request, e)
-        return self.render(request, "unsubscribe.html", sub=sub, token=token, done=form is not None)
+        manage = tokens.make(self.secret, "manage", sub.id, sub.token_version) if sub.state == "active" else ""
+        return self.render(request, "unsubscribe.html", sub=sub, token=token, done=form is not None,
+                           manage_token=manage)
 
     # -- the preferences form, shared by subscribe and manage -------------------------------
     def prefs_form(self, request: "Request", template: str, trial_ids: list[str], *, status: int = 200,
@@ -455,6 +458,7 @@ class Web:
         ctx.setdefault("searches", [])
         ctx.setdefault("min_severity", "important")
         ctx.setdefault("digest", "each_poll")
+        ctx.setdefault("location", "")
         return self.render(request, template, status=status,
                            trial_choices=[(n, titles.get(n)) for n in trial_ids],
                            search_choices=self.config.searches, **ctx)
@@ -489,7 +493,17 @@ class Web:
             digest = "each_poll"
         if not trials and not searches and not errors:
             errors.append("Please choose at least one trial or saved search.")
-        return {"trials": trials, "searches": searches, "min_severity": severity, "digest": digest}, errors
+        location = " ".join(str(form.get("location", "")).split())[:200]
+        if location:
+            from . import places
+            from .errors import PlaceError
+
+            try:
+                places.resolve(location)  # an unknown or ambiguous place is her error to fix, never a guess
+            except PlaceError as e:
+                errors.append(f"Location: {e.message}. {e.hint or ''}".strip())
+        return {"trials": trials, "searches": searches, "min_severity": severity, "digest": digest,
+                "location": location}, errors
 
 
 # -- helpers ----------------------------------------------------------------------------------

@@ -62,9 +62,18 @@ def sync_subscribers(store: Store, config: "Config", *, now: dt.datetime | None 
     """
     wanted = [WantedSubscriber(
         channel=sc.channel, address=sc.address, name=sc.name, min_severity=sc.min_severity, digest=sc.digest,
-        subscriptions=frozenset({("trial", t) for t in sc.trials} | {("search", n) for n in sc.searches}))
+        subscriptions=frozenset({("trial", t) for t in sc.trials} | {("search", n) for n in sc.searches}),
+        location=_location_text(sc.location))
         for sc in config.subscribers]
     return SyncReport(**store.sync_config_subscribers(wanted, now or utcnow()))
+
+
+def _location_text(location: object) -> str | None:
+    """What ``subscribers.location`` stores: the place as she wrote it (resolved when used)."""
+    if location is None:
+        return None
+    text = getattr(location, "query", None) or getattr(location, "label", None) or location
+    return str(text)[:200]
 
 
 def unsubscribe(store: Store, config: "Config", token: str, *, now: dt.datetime | None = None) -> Subscriber:
@@ -136,7 +145,7 @@ def add_following(store: Store, subscriber_id: int, trials: list[str], searches:
 def prefs_of(sub: Subscriber) -> dict:
     return {"trials": [x.target for x in sub.subscriptions if x.kind == "trial"],
             "searches": [x.target for x in sub.subscriptions if x.kind == "search"],
-            "min_severity": sub.min_severity, "digest": sub.digest}
+            "min_severity": sub.min_severity, "digest": sub.digest, "location": sub.location or ""}
 
 
 def send_confirmation(store: Store, config: "Config", subscriber: Subscriber | int, confirm_url: str, *,
