@@ -36,6 +36,8 @@ DIGEST_PERIOD = {"daily": dt.timedelta(days=1), "weekly": dt.timedelta(days=7)}
 DIGEST_GRACE = dt.timedelta(hours=1)
 SUBJECT_MAX = 140
 VALUE_MAX = 300
+# A site that opens this far from her place, or nearer, is news worth naming the nearest site for.
+NEAR_RADIUS_KM = 200.0
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,10 @@ class TrialFacts:
     central_contact: Contact | None
     site_contacts: dict[str, Contact | None]  # by facility and by city
     memberships: frozenset[str]               # saved searches it belongs to now
+    site_places: dict[str, str] = dataclasses.field(default_factory=dict)  # facility -> "City, State, Country"
+    warnings: tuple[str, ...] = ()            # referral.warnings of the latest record
+    # The latest record, kept for ranking its open sites by each reader's place in memory.
+    record: dict | None = dataclasses.field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,7 @@ class ChangeView:
     meaning: str | None
     contact: Contact | None
     no_contact: bool
+    site_where: str | None = None   # the site's city, state, country
     # The stored values, for channels that send data rather than prose (webhooks).
     old_value: Any = None
     new_value: Any = None
@@ -107,6 +114,8 @@ class TrialView:
     reasons: tuple[str, ...]
     searches: tuple[str, ...]
     severity: str | None
+    warnings: tuple[str, ...] = ()
+    nearest: str | None = None      # the open site nearest to her place, when a site or the trial opened
 
 
 @dataclass(frozen=True)
@@ -168,7 +177,10 @@ def load_facts(store: Store, nct_ids: Iterable[str], into: dict[str, TrialFacts]
     missing = sorted({n for n in nct_ids if n not in facts})
     if not missing:
         return facts
+    from .. import referral
+
     titles, memberships = store.trial_context(missing)
+    today = utcnow().date()
     for nct in missing:
         record = store.latest_record(nct)
         facts[nct] = TrialFacts(
@@ -176,8 +188,74 @@ def load_facts(store: Store, nct_ids: Iterable[str], into: dict[str, TrialFacts]
             title=titles.get(nct) or rec.get(record, "protocolSection.identificationModule.briefTitle") or "",
             status=rec.get(record, "protocolSection.statusModule.overallStatus"),
             central_contact=_central_contact(record), site_contacts=_site_contacts(record),
-            memberships=frozenset(memberships.get(nct, set())))
+            memberships=frozenset(memberships.get(nct, set())), site_places=_site_places(record),
+            warnings=tuple(w.text for w in referral.warnings(record, today)) if record else (),
+            record=record)
     return facts
+
+
+def _site_places(record: dict | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for loc in rec.get(record, "protocolSection.contactsLocationsModule.locations") or []:
+        if not isinstance(loc, dict) or not isinstance(loc.get("facility"), str):
+            continue
+        where = ", ".join(p for p in (loc.get("city"), loc.get("state"), loc.get("country")) if isinstance(p, str) and p)
+        out.setdefault(loc["facility"], where)
+    return out
+
+
+@functools.lru_cache(maxsize=256)
+def _place(location: str) -> Any:
+    """A subscriber's stored location resolved offline; None when it no longer resolves (the
+    digest then names no nearest site rather than a guess)."""
+    from .. import places
+    from ..errors import PlaceError
+
+    try:
+        return places.resolve(location)
+    except PlaceError:
+        log.warning("subscriber location %r does not resolve; no nearest site named", location)
+        return None
+
+
+_OPEN = frozenset({"RECRUITING", "NOT_YET_RECRUITING", "ENROLLING_BY_INVITATION"})
+
+
+def _opens(old: Any, new: Any) -> bool:
+    """Now recruiting (from anything else), or open at all after being closed."""
+    return (new == "RECRUITING" and old != "RECRUITING") or (new in _OPEN and old not in _OPEN)
+
+
+def _opened_site(c: ChangeRow) -> str | None:
+    """The facility of a site this change opened (status to an open one, or added open)."""
+    if c.field == "site_status" and _opens(c.old_value, c.new_value):
+        return c.site
+    if c.field == "site_added" and isinstance(c.new_value, dict) and c.new_value.get("status") in _OPEN:
+        return c.site
+    return None
+
+
+def nearest_line(sub: Subscriber, cs: Sequence[ChangeRow], facts: TrialFacts | None) -> str | None:
+    """"Nearest open site to Rochester, MN: Mayo Clinic, Rochester, …, 3 km / 2 mi — contact",
+    when the trial started recruiting or a site within NEAR_RADIUS_KM of her opened. In memory:
+    the record was loaded once for everyone."""
+    from .. import referral
+
+    if not sub.location or facts is None or not facts.record:
+        return None
+    started = any(_is_status(c) and _opens(c.old_value, c.new_value) for c in cs)
+    opened = {f for f in (_opened_site(c) for c in cs) if f}
+    if not started and not opened:
+        return None
+    place = _place(sub.location)
+    if place is None:
+        return None
+    ranked = referral.nearest_sites(facts.record, place, limit=10_000).sites
+    if not ranked:
+        return None
+    if not started and not any(s.facility in opened and s.distance_km <= NEAR_RADIUS_KM for s in ranked):
+        return None
+    return f"Nearest open site to {place.label}: {referral.site_line(ranked[0])}"
 
 
 def _contact(c: dict | None) -> Contact | None:
@@ -308,6 +386,14 @@ def change_view(c: ChangeRow, facts: TrialFacts | None) -> ChangeView:
     new = c.new_value
     long_values = len(rec.words(c.old_value)) + len(rec.words(new)) > 2 * VALUE_MAX
     kinds = {"+": "add", "-": "del"}
+    if c.field in ("search_match", "search_unmatch"):
+        # Membership is a sentence, not a value diff ("lung-nsclc → —"): the label names the
+        # search, the detail says why it left.
+        label = f"{c.label}: {c.detail}" if c.detail and c.field == "search_unmatch" else c.label
+        return ChangeView(field=c.field, label=label, severity=c.severity, site=None, site_text=None,
+                          old=_short(c.old_value), new=_short(new), added=False, removed=False, show_values=False,
+                          detail_lines=(), meaning=meaning, contact=None, no_contact=False,
+                          old_value=c.old_value, new_value=new, detail=c.detail)
     return ChangeView(
         field=c.field, label=c.label, severity=c.severity, site=c.site,
         site_text=_site_text(c) if c.site else None,
@@ -317,6 +403,7 @@ def change_view(c: ChangeRow, facts: TrialFacts | None) -> ChangeView:
         detail_lines=tuple(DetailLine(kinds.get(line[:1], "ctx"), line) for line in (c.detail or "").splitlines()),
         meaning=meaning, contact=contact,
         no_contact=_is_status(c) and new == "RECRUITING" and contact is None,
+        site_where=(facts.site_places.get(c.site) or None) if facts and c.site else None,
         old_value=c.old_value, new_value=new, detail=c.detail)
 
 
@@ -333,15 +420,19 @@ def trial_view(sub: Subscriber, nct: str, cs: list[ChangeRow], facts: TrialFacts
     views = [change_view(c, facts) for c in cs]
     memberships = facts.memberships if facts else frozenset()
     searches = _searches(sub, cs, memberships)
+    # A search she follows that this trial just left is said as such, never "it matches".
+    left = {c.search for c in cs if c.search and c.field == "search_unmatch"} - memberships
     reasons = ([f"you follow {nct}"] if nct in _followed(sub, "trial") else []) + \
-        [f"it matches your saved search “{name}”" for name in searches]
+        [f"it {'matched' if name in left else 'matches'} your saved search “{name}”"
+         + (" until now" if name in left else "") for name in searches]
     status = facts.status if facts else None
     return TrialView(
         nct_id=nct, url=rec.url(nct), title=facts.title if facts else "",
         status=rec.words(status), status_meaning=STATUS_MEANING.get(status or ""),
         central_contact=facts.central_contact if facts else None,
         changes=tuple(v for v in views if not v.site), sites=tuple(v for v in views if v.site),
-        reasons=tuple(reasons), searches=searches, severity=cs[0].severity if cs else None)
+        reasons=tuple(reasons), searches=searches, severity=cs[0].severity if cs else None,
+        warnings=facts.warnings if facts else (), nearest=nearest_line(sub, cs, facts))
 
 
 def _and(items: Sequence[str]) -> str:
@@ -351,10 +442,11 @@ def _and(items: Sequence[str]) -> str:
 def _footer_reasons(sub: Subscriber, trials: Sequence[TrialView]) -> tuple[str, ...]:
     followed = sorted(_followed(sub, "trial") & {t.nct_id for t in trials})
     searches = sorted(_followed(sub, "search") & {r for t in trials for r in t.searches})
-    out = [f"you follow {_and(followed)}"] if followed else []
-    if searches:
-        out.append(f"of your saved search{'es' if len(searches) > 1 else ''} {_and([f'“{n}”' for n in searches])}")
-    return tuple(out)
+    things = ([_and(followed)] if followed else []) + \
+        ([f"your saved search{'es' if len(searches) > 1 else ''} {_and([f'“{n}”' for n in searches])}"]
+         if searches else [])
+    # One clause: "you follow NCT… and your saved search “x”" (never "… and of your saved search").
+    return (f"you follow {' and '.join(things)}",) if things else ()
 
 
 def _intro(n_changes: int, n_trials: int) -> str:
