@@ -206,3 +206,25 @@ def test_an_active_subscriber_asking_for_one_more_trial_gets_it_through_a_confir
                                          "token": query.split("=", 1)[1]})
     assert "Added to your alerts" in done.text
     assert {x.target for x in db.subscriber(sub.id).subscriptions} == {SMALL, BIG}
+
+
+def test_coordinates_are_shown_with_the_place_they_name(tmp_path, monkeypatch, db, record):
+    monkeypatch.setenv("TRIALWATCH_SECRET_KEY", SECRET)
+    (tmp_path / "near.yaml").write_text(f"""
+database: sqlite:///{tmp_path / 'tw.db'}
+trials: [{SMALL}]
+searches:
+  - name: mn
+    condition: cancer
+    near: {{lat: 44.02, lon: -92.46, miles: 200}}
+email:
+  transport: file
+  outbox_dir: {tmp_path / 'outbox'}
+  public_url: https://trials.example.org
+""")
+    cfg = configmod.load(tmp_path / "near.yaml")
+    db.record_fetch(record(SMALL))
+    with TestClient(create_app(cfg, db), base_url="https://trials.example.org") as client:
+        assert "within 200.0 miles of Rochester, MN, United States (44.02, -92.46)" in client.get("/").text
+        near = client.get(f"/trials/{SMALL}", params={"near": "42.36,-71.06"}).text
+        assert "From Boston, MA, United States (42.36, -71.06)" in near

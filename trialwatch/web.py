@@ -99,7 +99,7 @@ class Web:
                                trim_blocks=True, lstrip_blocks=True)
         self.env.filters.update(words=rec.words, when=_when, day=_day, plain=_plain,
                                 safe_email=untrusted.safe_email, tel_href=untrusted.tel_href,
-                                followed_because=_followed_because)
+                                followed_because=_followed_because, place_name=_place_name)
         self.env.globals.update(severities=SEVERITIES, digests=DIGESTS, ctgov_url=rec.url)
 
     # -- plumbing -------------------------------------------------------------------------
@@ -518,6 +518,14 @@ def _followed_because(linked_from: str | None) -> str | None:
     from .trial_page import followed_because
 
     return followed_because(linked_from)
+
+
+def _place_name(lat: float, lon: float) -> str:
+    """Coordinates as a reader knows them: "Rochester, MN, United States (44.02, -92.46)"."""
+    from .places import nearest_city
+
+    name = nearest_city(float(lat), float(lon))
+    return f"{name} ({lat}, {lon})" if name else f"{lat}, {lon}"
 
 
 def _token(request: "Request", form: Any) -> str:
