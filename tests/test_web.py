@@ -65,9 +65,9 @@ def confirmations(monkeypatch):
     sent: list[tuple[str, str]] = []
     real = notify.send_confirmation
 
-    def spy(store, config, subscriber, confirm_url):  # noqa: ANN001
+    def spy(store, config, subscriber, confirm_url, **kw):  # noqa: ANN001
         sent.append((subscriber.email, confirm_url))
-        return real(store, config, subscriber, confirm_url)
+        return real(store, config, subscriber, confirm_url, **kw)
 
     monkeypatch.setattr(notify, "send_confirmation", spy)
     return sent
@@ -157,7 +157,7 @@ def test_trial_page_shows_what_a_referral_needs_and_changes_most_recent_first(cl
     page = client.get(f"/trials/{WATCHED}")
     assert page.status_code == 200
     text = page.text
-    for expected in ("Completed", "Eligibility", "Contacts", "Sites (", "Status history",
+    for expected in ("Completed", "Eligibility", "Contacts", "All sites (", "Status history",
                      f"https://clinicaltrials.gov/study/{WATCHED}", "Inclusion"):
         assert expected in text, expected
     assert text.index("Site Mayo Clinic") < text.index("Overall status")   # newest first
@@ -379,9 +379,14 @@ def test_an_active_address_resubscribing_is_not_changed_without_its_owner(client
     sub = subscriber(db)
     assert sub.state == "active" and sub.min_severity == "important"
     assert [x.target for x in sub.subscriptions] == [WATCHED]
-    # Her new mail leads to the page where she can change her alerts herself.
+    # Her new mail asks her to confirm the addition (nothing changes until she does); the
+    # same trials again lead to the page where she can change her alerts herself.
     link = confirmations[1][1].removeprefix("https://trials.example.org")
     page = client.get(link)
+    assert "Add to your alerts?" in page.text and OTHER in page.text
+    assert [x.target for x in subscriber(db).subscriptions] == [WATCHED]
+    subscribe(client, trials=[WATCHED])
+    page = client.get(confirmations[2][1].removeprefix("https://trials.example.org"))
     assert "Already subscribed" in page.text and "/manage?token=" in page.text
 
 

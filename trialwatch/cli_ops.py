@@ -202,6 +202,8 @@ def subscribers(c: Context, as_json: bool) -> None:
         return
     if not rows:
         click.echo("no subscribers")
+        return
+    click.echo(f"{'ADDRESS':<36} {'STATE':<13} {'SOURCE':<7} {'SEVERITY':<10} {'DIGEST':<10} FOLLOWS")
     for r in rows:
         follows = ", ".join(r["trials"] + [f"search:{x}" for x in r["searches"]]) or "nothing"
         click.echo(f"{r['email']:<36} {r['state']:<13} {r['source']:<7} {r['min_severity']:<10} "

@@ -98,7 +98,7 @@ def _statuses_vanished(old_sites) -> Change:
     k = KINDS["site_statuses"]
     return Change(k.field, k.label, dict(sorted(counts.items())), None, k.severity,
                   detail=f"Per-site recruitment status is no longer listed for "
-                         f"{sum(counts.values())} sites (was: "
+                         f"{sum(counts.values())} site{'' if sum(counts.values()) == 1 else 's'} (was: "
                          + ", ".join(f"{v} {rec.words(s).lower()}" for s, v in sorted(counts.items()))
                          + ").")
 

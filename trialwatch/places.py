@@ -289,3 +289,24 @@ def _us_town(name: str, state: str, q: str) -> Place | None:
                          hint="Give the ZIP code or coordinates instead.")
     town = next((z["city"] for z in zips if fold(z["city"] or "") == key), name)
     return Place(round(lat, 5), round(lon, 5), f"{town}, {state}, United States", q)
+
+
+NAMED_WITHIN_KM = 50.0
+
+
+@functools.lru_cache(maxsize=1024)
+def nearest_city(lat: float, lon: float) -> str | None:
+    """The name of the city of 15,000+ inhabitants nearest to a point, when one lies within
+    NAMED_WITHIN_KM ("Rochester, MN, United States"); None otherwise. For showing coordinates
+    as a place a reader knows, never for resolving what she typed."""
+    from .referral import haversine_km
+
+    best, best_km = None, NAMED_WITHIN_KM
+    for c in _city_list(15000):
+        try:
+            km = haversine_km(lat, lon, float(c["latitude"]), float(c["longitude"]))
+        except (KeyError, TypeError, ValueError):
+            continue
+        if km <= best_km:
+            best, best_km = c, km
+    return _label(best) if best else None

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 from .errors import TokenError
 
-PURPOSES = ("unsubscribe", "manage", "confirm")
+PURPOSES = ("unsubscribe", "manage", "confirm", "add")
 # How long a link stays good. Unsubscribe links in old mail must keep working (RFC 8058 says a
 # recipient can act on any message), so they do not expire; manage and confirm links do.
-MAX_AGE_S = {"unsubscribe": None, "manage": 30 * 86400, "confirm": 2 * 86400}
+MAX_AGE_S = {"unsubscribe": None, "manage": 30 * 86400, "confirm": 2 * 86400, "add": 2 * 86400}
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,9 @@ class TokenData:
     subscriber_id: int
     purpose: str
     version: int
+    # An "add" link (an active subscriber asked for more): what it adds once confirmed.
+    trials: tuple[str, ...] = ()
+    searches: tuple[str, ...] = ()
 
 
 def _serializer(secret_key: str, purpose: str):  # noqa: ANN202
@@ -36,6 +39,12 @@ def make(secret_key: str, purpose: str, subscriber_id: int, version: int = 0) ->
     return _serializer(secret_key, purpose).dumps([subscriber_id, version])
 
 
+def make_add(secret_key: str, subscriber_id: int, version: int, trials: list[str], searches: list[str]) -> str:
+    """The confirmation link of an active subscriber's request to follow more: the additions
+    ride in the signed token, so nothing changes until she opens it and confirms."""
+    return _serializer(secret_key, "add").dumps([subscriber_id, version, list(trials), list(searches)])
+
+
 def read(secret_key: str, purpose: str, token: str, *, max_age_s: int | None = -1) -> TokenData:
     """Verify ``token`` for ``purpose``; raises TokenError if forged, altered or expired."""
     from itsdangerous import BadSignature, SignatureExpired
@@ -48,6 +57,10 @@ def read(secret_key: str, purpose: str, token: str, *, max_age_s: int | None = -
     except BadSignature:
         raise TokenError(f"this {purpose} link is not valid (it was altered, or signed with another key)") from None
     try:
+        if purpose == "add":
+            sid, version, trials, searches = payload
+            return TokenData(int(sid), purpose, int(version), tuple(str(t) for t in trials),
+                             tuple(str(x) for x in searches))
         sid, version = payload
         return TokenData(int(sid), purpose, int(version))
     except (TypeError, ValueError):

@@ -99,7 +99,8 @@ class Web:
         self.env = Environment(loader=FileSystemLoader(HERE / "templates" / "web"), autoescape=True,
                                trim_blocks=True, lstrip_blocks=True)
         self.env.filters.update(words=rec.words, when=_when, day=_day, plain=_plain,
-                                safe_email=untrusted.safe_email, tel_href=untrusted.tel_href)
+                                safe_email=untrusted.safe_email, tel_href=untrusted.tel_href,
+                                followed_because=_followed_because, place_name=_place_name)
         self.env.globals.update(severities=SEVERITIES, digests=DIGESTS, ctgov_url=rec.url)
         from . import __version__
         from .pagecache import PageCache, fingerprint
@@ -256,12 +257,18 @@ class Web:
             return self.not_found(request)
         latest = self.store.latest_record(nct)
         snaps, changes = self.store.history(nct)
-        summary = rec.summary(latest) if latest else None
+        from . import trial_page
         from .history import timeline
 
-        return self.render_public("trial.html", nct=nct, row=row, summary=summary,
-                                  site_groups=_site_groups(summary.sites) if summary else [],
-                                  changes=list(reversed(changes)), status_runs=_status_runs(snaps, row),
+        view = None
+        if latest:
+            view = trial_page.trial_view(latest, request.query_params, dt.date.today(), path=f"/trials/{nct}",
+                                         problems=trial_page.problems_of(row.problems if row else None))
+        return self.render_public("trial.html", nct=nct, row=row, v=view, summary=view.summary if view else None,
+                                  watched=nct in self.watched_ids(),
+                                  followed_because=trial_page.followed_because(row.linked_from if row else None),
+                                  changes=trial_page.ordered_changes(changes), status_runs=_status_runs(snaps, row),
+                                  full_sweep_days=self.config.full_sweep_days,
                                   timeline=timeline(self.store, nct),
                                   alternatives=self.alternatives_section(request, nct, latest))
 
@@ -365,7 +372,13 @@ class Web:
     def subscribe(self, request: "Request", form: Any) -> "Response":
         watched = self.watched_ids()
         if form is None:
-            return self.prefs_form(request, "subscribe.html", watched)
+            # "Get email when this trial changes" on a trial page: that trial comes ticked.
+            asked = request.query_params.get("trial", "")
+            try:
+                ticked = [rec.normalize_nct(asked)] if asked else []
+            except InvalidNctId:
+                ticked = []
+            return self.prefs_form(request, "subscribe.html", watched, trials=[t for t in ticked if t in watched])
         prefs, errors = self.read_prefs(form, watched)
         raw = str(form.get("email", "")).strip()
         try:
@@ -388,10 +401,23 @@ class Web:
         if self.allow("confirm_email", email.lower(), MAX_CONFIRMS_PER_EMAIL):
             from . import notify
 
-            token = tokens.make(self.secret, "confirm", sub.id, sub.token_version)
+            adding = None
+            if sub.state == "active":
+                # Already subscribed: what she asks for beyond what she follows is added only
+                # once she confirms it from her mailbox, through a link that carries it.
+                have = _prefs_of(sub)
+                adding = ([t for t in prefs["trials"] if t not in have["trials"]],
+                          [n for n in prefs["searches"] if n not in have["searches"]])
+                if not adding[0] and not adding[1]:
+                    adding = None  # nothing new: her mail leads to the manage page, as before
+            if adding:
+                token = tokens.make_add(self.secret, sub.id, sub.token_version, *adding)
+            else:
+                token = tokens.make(self.secret, "confirm", sub.id, sub.token_version)
             try:
                 notify.send_confirmation(self.store, self.config, sub,
-                                         f"{self.config.email.public_url}/confirm?token={token}")
+                                         f"{self.config.email.public_url}/confirm?token={token}",
+                                         **({"adding": adding} if adding else {}))
             except MailError:
                 return self.message(request, 503, "Email cannot be sent right now",
                                     "Your choices are saved, but the confirmation email could not be sent. "
@@ -426,17 +452,35 @@ class Web:
         token = _token(request, form)
         try:
             sub = self.subscriber_for("confirm", token)
+            adding = None
         except TokenError as e:
-            return self.bad_link(request, e)
+            try:
+                sub, adding = self.addition_for(token)
+            except TokenError:
+                return self.bad_link(request, e)
         manage = tokens.make(self.secret, "manage", sub.id, sub.token_version)
-        if form is None or sub.state == "active":
+        ctx = {"sub": sub, "token": token, "manage_token": manage, "adding": adding}
+        if form is None or (sub.state == "active" and adding is None):
             # GET never changes state: mail scanners prefetch links.
-            return self.render(request, "confirm.html", sub=sub, token=token, manage_token=manage,
-                               done=False)
+            return self.render(request, "confirm.html", done=False, **ctx)
         from .notify import subscribers
 
-        subscribers.confirm(self.store, sub.id)
-        return self.render(request, "confirm.html", sub=sub, token=token, manage_token=manage, done=True)
+        if adding is not None:
+            subscribers.add_following(self.store, sub.id, *adding)
+        else:
+            subscribers.confirm(self.store, sub.id)
+        return self.render(request, "confirm.html", done=True, **ctx)
+
+    def addition_for(self, token: str) -> "tuple[Subscriber, tuple[list[str], list[str]]]":
+        """An "add" link: its active subscriber, and the trials and searches it adds (those
+        still watched here). TokenError when the link is bad or she is no longer active."""
+        data = tokens.read(self.secret, "add", token or "")
+        sub = self.store.subscriber(data.subscriber_id)
+        if sub is None or sub.token_version != data.version or sub.state != "active":
+            raise TokenError("this link is no longer valid")
+        watched = set(self.watched_ids())
+        names = {sc.name for sc in self.config.searches}
+        return sub, ([t for t in data.trials if t in watched], [n for n in data.searches if n in names])
 
     def manage(self, request: "Request", form: Any) -> "Response":
         token = _token(request, form)
@@ -476,7 +520,9 @@ class Web:
                 sub = subscribers.unsubscribe_target(self.store, self.secret, token)
         except TokenError as e:
             return self.bad_link(request, e)
-        return self.render(request, "unsubscribe.html", sub=sub, token=token, done=form is not None)
+        manage = tokens.make(self.secret, "manage", sub.id, sub.token_version) if sub.state == "active" else ""
+        return self.render(request, "unsubscribe.html", sub=sub, token=token, done=form is not None,
+                           manage_token=manage)
 
     # -- the preferences form, shared by subscribe and manage -------------------------------
     def prefs_form(self, request: "Request", template: str, trial_ids: list[str], *, status: int = 200,
@@ -486,6 +532,7 @@ class Web:
         ctx.setdefault("searches", [])
         ctx.setdefault("min_severity", "important")
         ctx.setdefault("digest", "each_poll")
+        ctx.setdefault("location", "")
         return self.render(request, template, status=status,
                            trial_choices=[(n, titles.get(n)) for n in trial_ids],
                            search_choices=self.config.searches, **ctx)
@@ -520,7 +567,17 @@ class Web:
             digest = "each_poll"
         if not trials and not searches and not errors:
             errors.append("Please choose at least one trial or saved search.")
-        return {"trials": trials, "searches": searches, "min_severity": severity, "digest": digest}, errors
+        location = " ".join(str(form.get("location", "")).split())[:200]
+        if location:
+            from . import places
+            from .errors import PlaceError
+
+            try:
+                places.resolve(location)  # an unknown or ambiguous place is her error to fix, never a guess
+            except PlaceError as e:
+                errors.append(f"Location: {e.message}. {e.hint or ''}".strip())
+        return {"trials": trials, "searches": searches, "min_severity": severity, "digest": digest,
+                "location": location}, errors
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -529,6 +586,20 @@ def _prefs_of(sub: "Subscriber") -> dict:
     from .notify.subscribers import prefs_of
 
     return prefs_of(sub)
+
+
+def _followed_because(linked_from: str | None) -> str | None:
+    from .trial_page import followed_because
+
+    return followed_because(linked_from)
+
+
+def _place_name(lat: float, lon: float) -> str:
+    """Coordinates as a reader knows them: "Rochester, MN, United States (44.02, -92.46)"."""
+    from .places import nearest_city
+
+    name = nearest_city(float(lat), float(lon))
+    return f"{name} ({lat}, {lon})" if name else f"{lat}, {lon}"
 
 
 def _token(request: "Request", form: Any) -> str:
@@ -556,19 +627,6 @@ def _status_runs(snaps: list, trial: Any) -> list[dict]:
         end = run["until"] or (trial.last_checked_at if trial and trial.last_checked_at else run["since"])
         run["days"] = max((end - run["since"]).days, 0)
     return list(reversed(runs))
-
-
-# Sites a referral can use first; then the rest, sites without a status last.
-_SITE_ORDER = ("RECRUITING", "NOT_YET_RECRUITING", "ENROLLING_BY_INVITATION", "ACTIVE_NOT_RECRUITING")
-
-
-def _site_groups(sites: list) -> list[tuple[str, list]]:
-    groups: dict[str, list] = {}
-    for site in sites:
-        groups.setdefault(site.status or rec.UNSPECIFIED, []).append(site)
-    rank = lambda st: (_SITE_ORDER.index(st) if st in _SITE_ORDER else len(_SITE_ORDER),  # noqa: E731
-                       st == rec.UNSPECIFIED, st)
-    return [(st, groups[st]) for st in sorted(groups, key=rank)]
 
 
 ATOM = "application/atom+xml; charset=utf-8"

@@ -36,6 +36,8 @@ DIGEST_PERIOD = {"daily": dt.timedelta(days=1), "weekly": dt.timedelta(days=7)}
 DIGEST_GRACE = dt.timedelta(hours=1)
 SUBJECT_MAX = 140
 VALUE_MAX = 300
+# A site that opens this far from her place, or nearer, is news worth naming the nearest site for.
+NEAR_RADIUS_KM = 200.0
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,10 @@ class TrialFacts:
     # none found or the search failed), and its own expandedAccessInfo. Read once per send.
     alternatives_row: Any = None
     expanded_access_info: dict | None = None
+    site_places: dict[str, str] = dataclasses.field(default_factory=dict)  # facility -> "City, State, Country"
+    warnings: tuple[str, ...] = ()            # referral.warnings of the latest record
+    # The latest record, kept for ranking its open sites by each reader's place in memory.
+    record: dict | None = dataclasses.field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,7 @@ class ChangeView:
     meaning: str | None
     contact: Contact | None
     no_contact: bool
+    site_where: str | None = None   # the site's city, state, country
     # The stored values, for channels that send data rather than prose (webhooks).
     old_value: Any = None
     new_value: Any = None
@@ -114,6 +121,8 @@ class TrialView:
     # When a change in this digest says the trial stopped recruiting: alternatives near her
     # (alternatives_cache.ShownAlternatives), ranked from the poll's stored answer.
     alternatives: Any = None
+    warnings: tuple[str, ...] = ()
+    nearest: str | None = None      # the open site nearest to her place, when a site or the trial opened
 
 
 @dataclass(frozen=True)
@@ -175,9 +184,11 @@ def load_facts(store: Store, nct_ids: Iterable[str], into: dict[str, TrialFacts]
     missing = sorted({n for n in nct_ids if n not in facts})
     if not missing:
         return facts
+    from .. import referral
     from ..store import NOT_RECRUITING
 
     titles, memberships = store.trial_context(missing)
+    today = utcnow().date()
     records = {nct: store.latest_record(nct) for nct in missing}
     closed = [n for n, r in records.items()
               if rec.get(r, "protocolSection.statusModule.overallStatus") in NOT_RECRUITING]
@@ -189,10 +200,59 @@ def load_facts(store: Store, nct_ids: Iterable[str], into: dict[str, TrialFacts]
             title=titles.get(nct) or rec.get(record, "protocolSection.identificationModule.briefTitle") or "",
             status=rec.get(record, "protocolSection.statusModule.overallStatus"),
             central_contact=_central_contact(record), site_contacts=_site_contacts(record),
-            memberships=frozenset(memberships.get(nct, set())),
+            memberships=frozenset(memberships.get(nct, set())), site_places=_site_places(record),
+            warnings=tuple(w.text for w in referral.warnings(record, today)) if record else (),
+            record=record,
             alternatives_row=stored.get(nct),
             expanded_access_info=rec.get(record, "protocolSection.statusModule.expandedAccessInfo"))
     return facts
+
+
+def _site_places(record: dict | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for loc in rec.get(record, "protocolSection.contactsLocationsModule.locations") or []:
+        if not isinstance(loc, dict) or not isinstance(loc.get("facility"), str):
+            continue
+        where = ", ".join(p for p in (loc.get("city"), loc.get("state"), loc.get("country")) if isinstance(p, str) and p)
+        out.setdefault(loc["facility"], where)
+    return out
+
+
+_OPEN = frozenset({"RECRUITING", "NOT_YET_RECRUITING", "ENROLLING_BY_INVITATION"})
+
+
+def _opens(old: Any, new: Any) -> bool:
+    """Now recruiting (from anything else), or open at all after being closed."""
+    return (new == "RECRUITING" and old != "RECRUITING") or (new in _OPEN and old not in _OPEN)
+
+
+def _opened_site(c: ChangeRow) -> str | None:
+    """The facility of a site this change opened (status to an open one, or added open)."""
+    if c.field == "site_status" and _opens(c.old_value, c.new_value):
+        return c.site
+    if c.field == "site_added" and isinstance(c.new_value, dict) and c.new_value.get("status") in _OPEN:
+        return c.site
+    return None
+
+
+def nearest_line(cs: Sequence[ChangeRow], facts: TrialFacts | None, place: Any) -> str | None:
+    """"Nearest open site to Rochester, MN: Mayo Clinic, Rochester, …, 3 km / 2 mi — contact",
+    when the trial started recruiting or a site within NEAR_RADIUS_KM of her opened. In memory:
+    the record was loaded once for everyone; ``place`` is hers (``her_place``), resolved once a send."""
+    from .. import referral
+
+    if place is None or facts is None or not facts.record:
+        return None
+    started = any(_is_status(c) and _opens(c.old_value, c.new_value) for c in cs)
+    opened = {f for f in (_opened_site(c) for c in cs) if f}
+    if not started and not opened:
+        return None
+    ranked = referral.nearest_sites(facts.record, place, limit=10_000).sites
+    if not ranked:
+        return None
+    if not started and not any(s.facility in opened and s.distance_km <= NEAR_RADIUS_KM for s in ranked):
+        return None
+    return f"Nearest open site to {place.label}: {referral.site_line(ranked[0])}"
 
 
 def _contact(c: dict | None) -> Contact | None:
@@ -323,6 +383,14 @@ def change_view(c: ChangeRow, facts: TrialFacts | None) -> ChangeView:
     new = c.new_value
     long_values = len(rec.words(c.old_value)) + len(rec.words(new)) > 2 * VALUE_MAX
     kinds = {"+": "add", "-": "del"}
+    if c.field in ("search_match", "search_unmatch"):
+        # Membership is a sentence, not a value diff ("lung-nsclc → —"): the label names the
+        # search, the detail says why it left.
+        label = f"{c.label}: {c.detail}" if c.detail and c.field == "search_unmatch" else c.label
+        return ChangeView(field=c.field, label=label, severity=c.severity, site=None, site_text=None,
+                          old=_short(c.old_value), new=_short(new), added=False, removed=False, show_values=False,
+                          detail_lines=(), meaning=meaning, contact=None, no_contact=False,
+                          old_value=c.old_value, new_value=new, detail=c.detail)
     return ChangeView(
         field=c.field, label=c.label, severity=c.severity, site=c.site,
         site_text=_site_text(c) if c.site else None,
@@ -332,6 +400,7 @@ def change_view(c: ChangeRow, facts: TrialFacts | None) -> ChangeView:
         detail_lines=tuple(DetailLine(kinds.get(line[:1], "ctx"), line) for line in (c.detail or "").splitlines()),
         meaning=meaning, contact=contact,
         no_contact=_is_status(c) and new == "RECRUITING" and contact is None,
+        site_where=(facts.site_places.get(c.site) or None) if facts and c.site else None,
         old_value=c.old_value, new_value=new, detail=c.detail)
 
 
@@ -377,8 +446,11 @@ def trial_view(sub: Subscriber, nct: str, cs: list[ChangeRow], facts: TrialFacts
     views = [change_view(c, facts) for c in cs]
     memberships = facts.memberships if facts else frozenset()
     searches = _searches(sub, cs, memberships)
+    # A search she follows that this trial just left is said as such, never "it matches".
+    left = {c.search for c in cs if c.search and c.field == "search_unmatch"} - memberships
     reasons = ([f"you follow {nct}"] if nct in _followed(sub, "trial") else []) + \
-        [f"it matches your saved search “{name}”" for name in searches]
+        [f"it {'matched' if name in left else 'matches'} your saved search “{name}”"
+         + (" until now" if name in left else "") for name in searches]
     status = facts.status if facts else None
     return TrialView(
         nct_id=nct, url=rec.url(nct), title=facts.title if facts else "",
@@ -386,6 +458,7 @@ def trial_view(sub: Subscriber, nct: str, cs: list[ChangeRow], facts: TrialFacts
         central_contact=facts.central_contact if facts else None,
         changes=tuple(v for v in views if not v.site), sites=tuple(v for v in views if v.site),
         reasons=tuple(reasons), searches=searches, severity=cs[0].severity if cs else None,
+        warnings=facts.warnings if facts else (), nearest=nearest_line(cs, facts, place),
         alternatives=_alternatives(nct, cs, facts, place))
 
 
@@ -404,10 +477,11 @@ def _and(items: Sequence[str]) -> str:
 def _footer_reasons(sub: Subscriber, trials: Sequence[TrialView]) -> tuple[str, ...]:
     followed = sorted(_followed(sub, "trial") & {t.nct_id for t in trials})
     searches = sorted(_followed(sub, "search") & {r for t in trials for r in t.searches})
-    out = [f"you follow {_and(followed)}"] if followed else []
-    if searches:
-        out.append(f"of your saved search{'es' if len(searches) > 1 else ''} {_and([f'“{n}”' for n in searches])}")
-    return tuple(out)
+    things = ([_and(followed)] if followed else []) + \
+        ([f"your saved search{'es' if len(searches) > 1 else ''} {_and([f'“{n}”' for n in searches])}"]
+         if searches else [])
+    # One clause: "you follow NCT… and your saved search “x”" (never "… and of your saved search").
+    return (f"you follow {' and '.join(things)}",) if things else ()
 
 
 def _intro(n_changes: int, n_trials: int) -> str:
@@ -425,7 +499,9 @@ def build_view(config: "Config", subscriber: Subscriber, changes: Sequence[Chang
     groups = group(changes)
     seen = {nct for nct, _ in groups}
     groups += [(nct, []) for nct in nct_ids if nct not in seen]
-    place = her_place(config, subscriber, places) if any(_stopped_recruiting(cs) for _, cs in groups) else None
+    # Her place ranks alternatives (a trial stopped recruiting) and names the nearest open site
+    # (a trial or a site near her opened); resolved once a send (``places``).
+    place = her_place(config, subscriber, places)
     trials = tuple(trial_view(subscriber, nct, cs, facts.get(nct), place) for nct, cs in groups)
     if secret_key and subscriber.id:
         unsub = tokens.make(secret_key, "unsubscribe", subscriber.id, subscriber.token_version or 0)

@@ -62,9 +62,18 @@ def sync_subscribers(store: Store, config: "Config", *, now: dt.datetime | None 
     """
     wanted = [WantedSubscriber(
         channel=sc.channel, address=sc.address, name=sc.name, min_severity=sc.min_severity, digest=sc.digest,
-        subscriptions=frozenset({("trial", t) for t in sc.trials} | {("search", n) for n in sc.searches}))
+        subscriptions=frozenset({("trial", t) for t in sc.trials} | {("search", n) for n in sc.searches}),
+        location=_location_text(sc.location))
         for sc in config.subscribers]
     return SyncReport(**store.sync_config_subscribers(wanted, now or utcnow()))
+
+
+def _location_text(location: object) -> str | None:
+    """What ``subscribers.location`` stores: the place as she wrote it (resolved when used)."""
+    if location is None:
+        return None
+    text = getattr(location, "query", None) or getattr(location, "label", None) or location
+    return str(text)[:200]
 
 
 def unsubscribe(store: Store, config: "Config", token: str, *, now: dt.datetime | None = None) -> Subscriber:
@@ -124,14 +133,24 @@ def set_prefs(store: Store, subscriber_id: int, prefs: dict) -> None:
     store.set_subscriber_prefs(subscriber_id, prefs)
 
 
+def add_following(store: Store, subscriber_id: int, trials: list[str], searches: list[str]) -> None:
+    """Add what a confirmed "add" link names to an active subscriber's choices (kept as they are)."""
+    sub = store.subscriber(subscriber_id)
+    prefs = prefs_of(sub)
+    prefs["trials"] = prefs["trials"] + [t for t in trials if t not in prefs["trials"]]
+    prefs["searches"] = prefs["searches"] + [n for n in searches if n not in prefs["searches"]]
+    store.set_subscriber_prefs(subscriber_id, prefs)
+
+
 def prefs_of(sub: Subscriber) -> dict:
     return {"trials": [x.target for x in sub.subscriptions if x.kind == "trial"],
             "searches": [x.target for x in sub.subscriptions if x.kind == "search"],
-            "min_severity": sub.min_severity, "digest": sub.digest}
+            "min_severity": sub.min_severity, "digest": sub.digest, "location": sub.location or ""}
 
 
 def send_confirmation(store: Store, config: "Config", subscriber: Subscriber | int, confirm_url: str, *,
-                      transport: "Transport | None" = None, now: dt.datetime | None = None) -> "SendEntry":
+                      transport: "Transport | None" = None, now: dt.datetime | None = None,
+                      adding: tuple[list[str], list[str]] | None = None) -> "SendEntry":
     """Queue and send at once the one-off "confirm your subscription" message of a web sign-up.
 
     If the transport fails transiently the message stays queued and the next ``send`` retries
@@ -143,11 +162,12 @@ def send_confirmation(store: Store, config: "Config", subscriber: Subscriber | i
     sub = store.subscriber(subscriber if isinstance(subscriber, int) else subscriber.id)
     if sub is None:
         raise UsageError("no such subscriber")
-    subject = "Confirm your trialwatch subscription"
+    # ``adding``: an active subscriber asked for more (trials, searches); the mail names those.
+    subject = "Confirm your trialwatch subscription" if adding is None else "Confirm what to add to your trialwatch alerts"
     ctx = {
-        "name": sub.name, "email": sub.address, "confirm_url": confirm_url,
-        "trials": [x.target for x in sub.subscriptions if x.kind == "trial"],
-        "searches": [x.target for x in sub.subscriptions if x.kind == "search"],
+        "name": sub.name, "email": sub.address, "confirm_url": confirm_url, "adding": adding is not None,
+        "trials": adding[0] if adding else [x.target for x in sub.subscriptions if x.kind == "trial"],
+        "searches": adding[1] if adding else [x.target for x in sub.subscriptions if x.kind == "search"],
         "severity_words": SEVERITY_WORDS.get(sub.min_severity, ""),
         "digest_words": DIGEST_WORDS.get(sub.digest, ""),
         "public_url": config.email.public_url,

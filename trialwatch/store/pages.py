@@ -58,7 +58,7 @@ class PageOps:
         with self.session() as s:
             subs = list(s.scalars(select(Subscriber).order_by(Subscriber.address)))
             return [{"email": x.address, "channel": x.channel, "name": x.name, "state": x.state, "source": x.source,
-                     "min_severity": x.min_severity, "digest": x.digest,
+                     "min_severity": x.min_severity, "digest": x.digest, "location": x.location,
                      "trials": sorted(t.target for t in x.subscriptions if t.kind == "trial"),
                      "searches": sorted(t.target for t in x.subscriptions if t.kind == "search")} for x in subs]
 

@@ -61,6 +61,12 @@ def json_text(value: Any) -> str | None:
     return None if value is None else json.dumps(value, ensure_ascii=False, sort_keys=True)
 
 
+def problems_text(problems: Sequence[str]) -> str | None:
+    """``trials.problems``: the latest record's malformed fields as a JSON list, NULL when none."""
+    return json.dumps(list(problems), ensure_ascii=False) if problems else None
+
+
+
 @dataclass
 class Prepared:
     """A fetched record made ready to store, outside any transaction. The columns taken from

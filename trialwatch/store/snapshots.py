@@ -24,6 +24,7 @@ from .records import (
     FIELD_MAX,
     Recorded,
     json_text,
+    problems_text,
     nct_or_unknown,
     Prepared,
     error_reason,
@@ -169,10 +170,12 @@ class SnapshotOps:
             if trial is None:
                 new_trials.append({"nct_id": p.nct_id, "title": p.title, "overall_status": p.status,
                                    "first_seen_at": at, "last_checked_at": at, "gone_at": None,
-                                   "linked_from": linked_from, "watched": False})
+                                   "linked_from": linked_from, "watched": False,
+                                   "problems": problems_text(p.problems)})
             else:  # written by the unit of work at commit, batched with the others
                 trial.last_checked_at, trial.gone_at = at, None
                 trial.title, trial.overall_status = p.title, p.status
+                trial.problems = problems_text(p.problems)
         if new_trials:
             s.execute(insert(Trial), new_trials)
         blob_rows: dict[str, dict] = {}
@@ -227,6 +230,7 @@ class SnapshotOps:
         trial.gone_at = None
         trial.title = p.title
         trial.overall_status = p.status
+        trial.problems = problems_text(p.problems)  # cleared by a well-formed version
         latest = latest_by_id.get(p.nct_id)
         if latest is not None and latest.blob_hash == p.digest:
             return Recorded(nct_id=p.nct_id, snapshot_id=latest.id, first=False, stored=False,

@@ -25,6 +25,7 @@ class WantedSubscriber:
     min_severity: str
     digest: str
     subscriptions: frozenset[tuple[str, str]]
+    location: str | None = None      # as written in config.yaml ("Rochester, MN"), resolved when used
 
     @property
     def key(self) -> tuple[str, str]:
@@ -61,7 +62,7 @@ class SubscriberOps:
                 if sub is None:
                     sub = Subscriber(channel=w.channel, address=w.address, name=w.name, state="active",
                                      source="config", min_severity=w.min_severity, digest=w.digest,
-                                     created_at=now, confirmed_at=now, token_version=0)
+                                     location=w.location, created_at=now, confirmed_at=now, token_version=0)
                     sub.subscriptions = [Subscription(kind=k, target=t) for k, t in sorted(w.subscriptions)]
                     s.add(sub)
                     out["created"].append(w.address)
@@ -152,7 +153,7 @@ class SubscriberOps:
 def _update_config_subscriber(sub: Subscriber, w: WantedSubscriber, now: dt.datetime) -> bool:
     changed = False
     for attr, value in (("name", w.name), ("min_severity", w.min_severity),
-                        ("digest", w.digest), ("state", "active")):
+                        ("digest", w.digest), ("state", "active"), ("location", w.location)):
         if getattr(sub, attr) != value:
             setattr(sub, attr, value)
             changed = True
@@ -167,7 +168,8 @@ def _update_config_subscriber(sub: Subscriber, w: WantedSubscriber, now: dt.date
 
 
 def set_prefs(sub: Subscriber, *, trials: list[str], searches: list[str], min_severity: str,
-              digest: str) -> None:
+              digest: str, location: str | None = None) -> None:
+    sub.location = location or None
     sub.min_severity = min_severity
     sub.digest = digest
     wanted = {("trial", t) for t in trials} | {("search", n) for n in searches}
