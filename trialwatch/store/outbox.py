@@ -140,6 +140,44 @@ class OutboxOps:
             return Claimed(m.id, m.channel, m.recipient, m.rfc_message_id, m.subject, m.body, m.attempts,
                            m.created_at, m.next_attempt_at)
 
+    def queued_message_ids(self, now: dt.datetime, *, due_only: bool) -> list[int]:
+        """The ids of queued messages (due ones only when ``due_only``), oldest first: the
+        bodies stay in the database until a batch is claimed."""
+        q = select(Message.id).where(Message.state == "queued")
+        if due_only:
+            q = q.where((Message.next_attempt_at.is_(None)) | (Message.next_attempt_at <= now))
+        with self.session() as s:
+            return list(s.scalars(q.order_by(Message.id)))
+
+    def claim_messages(self, ids: list[int], lease_until: dt.datetime) -> list[Claimed]:
+        """``claim_message`` for a batch, in one transaction: the ones still queued move to
+        sending with the lease (a try counted); those another sender took are left out."""
+        if not ids:
+            return []
+        with self.session() as s, s.begin():
+            mine = list(s.scalars(update(Message).where(Message.id.in_(ids), Message.state == "queued")
+                                  .values(state="sending", lease_until=lease_until, attempts=Message.attempts + 1)
+                                  .returning(Message.id).execution_options(synchronize_session=False)))
+            if not mine:
+                return []
+            rows = s.execute(select(Message.id, Message.channel, Message.recipient, Message.rfc_message_id,
+                                    Message.subject, Message.body, Message.attempts, Message.created_at,
+                                    Message.next_attempt_at).where(Message.id.in_(mine)).order_by(Message.id))
+            return [Claimed(*r) for r in rows]
+
+    def settle_messages(self, outcomes: list[tuple[int, dict[str, Any]]]) -> None:
+        """``settle_message`` for a batch, in one transaction; messages with the same outcome
+        (every one delivered) in one statement."""
+        by_values: dict[tuple, list[int]] = {}
+        for mid, values in outcomes:
+            by_values.setdefault(tuple(sorted(values.items())), []).append(mid)
+        if not by_values:
+            return
+        with self.session() as s, s.begin():
+            for values, mids in by_values.items():
+                s.execute(update(Message).where(Message.id.in_(mids), Message.state == "sending")
+                          .values(**dict(values)).execution_options(synchronize_session=False))
+
     def settle_message(self, mid: int, values: dict[str, Any]) -> None:
         """Record the outcome of a claimed message's try (only while it is still ours)."""
         with self.session() as s, s.begin():
