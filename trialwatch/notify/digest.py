@@ -392,9 +392,13 @@ def build_view(config: "Config", subscriber: Subscriber, changes: Sequence[Chang
 
 def render_digest(store: Store, config: "Config", subscriber: Subscriber, changes: Sequence[ChangeRow], *,
                   nct_ids: Sequence[str] = (), now: dt.datetime | None = None,
-                  secret_key: str | None = None, facts: dict[str, TrialFacts] | None = None) -> Rendered:
+                  secret_key: str | None = None, facts: dict[str, TrialFacts] | None = None,
+                  view: DigestView | None = None) -> Rendered:
     """Load (what ``facts`` lacks), build the view, render. Links carry real tokens when
-    ``secret_key`` is given, a placeholder otherwise."""
+    ``secret_key`` is given, a placeholder otherwise. ``view``: already built (the composer
+    builds it once for the message and its channel)."""
+    if view is not None:
+        return render(view)
     facts = load_facts(store, [c.nct_id for c in changes] + list(nct_ids), facts)
     view = build_view(config, subscriber, changes, facts, nct_ids=nct_ids, now=now or utcnow(),
                       secret_key=secret_key)
@@ -436,14 +440,21 @@ def pending(store: Store, now: dt.datetime, *, due_only: bool = True) -> list[Pe
     return [p for p in out.values() if not due_only or digest_due(p.subscriber, now)]
 
 
+# Subscribers composed per page: their digests are stored in one transaction, and no more than
+# a page of subscribers, changes and rendered messages is held at a time (50,000 subscribers
+# stream through in bounded memory).
+COMPOSE_BATCH = 100
+
+
 def compose_digests(store: Store, config: "Config", *, now: dt.datetime | None = None,
                     failures: list["SendEntry"] | None = None) -> list[int]:
     """Turn due outbox rows into stored digest messages (one per subscriber); returns their ids.
 
-    Each message and the attachment of its outbox rows commit together; if another composer
-    attached any of the rows first, this one's digest is rolled back and left to it. A digest
-    that cannot be built is logged as an error and, when ``failures`` is given, appended to it
-    (state ``unbuilt``) so the caller counts it; her changes stay queued.
+    Subscribers are taken COMPOSE_BATCH at a time; their digests are stored in one transaction,
+    each message with the attachment of its outbox rows (if another composer attached any of a
+    digest's rows first, that digest alone is undone and left to it). A digest that cannot be
+    built is logged as an error and, when ``failures`` is given, appended to it (state
+    ``unbuilt``) so the caller counts it; her changes stay queued.
     """
     from .channels import channel_for, display
     from .outbox import SendEntry
@@ -451,39 +462,58 @@ def compose_digests(store: Store, config: "Config", *, now: dt.datetime | None =
     now = now or utcnow()
     secret = config.secret_key()
     ids: list[int] = []
-    due = pending(store, now)
     # One read per trial for the whole send, whoever's digest it appears in.
-    facts = load_facts(store, {c.nct_id for p in due for c in p.changes})
-    for p in due:
-        sub = p.subscriber
-        # Rows queued before she raised her min_severity are dropped, not mailed.
-        keep, drop = p.split()
-        message = None
-        if keep:
-            try:
-                message = _digest_message(store, config, channel_for(sub.channel, config), sub,
-                                          [c for c, _ in keep], facts, now, secret)
-            except Exception as e:  # noqa: BLE001 - one bad digest must not hold back everyone's mail
-                # Her outbox rows stay unattached, so nothing is lost: a fixed release mails them.
-                # Reported, never swallowed: a digest nobody can build is mail that never arrives.
-                error = f"cannot build the digest: {type(e).__name__}: {e}"
-                shown = display(sub.channel, sub.address)
-                log.error("subscriber %s (%s): %s; her %d change(s) stay queued",
-                          sub.id, untrusted.one_line(shown), error, len(keep))
-                log.debug("digest composition failed", exc_info=True)
-                if failures is not None:
-                    failures.append(SendEntry(None, shown, "(digest)", "unbuilt", error))
-                continue
-        mid = store.store_digest(sub.id, [o for _, o in keep], drop, message, now)
-        if mid is not None:
-            ids.append(mid)
+    facts: dict[str, TrialFacts] = {}
+    channels: dict[str, Any] = {}
+    after = 0
+    while True:
+        rows = store.unsent_outbox_page(after, COMPOSE_BATCH)
+        if not rows:
+            break
+        after = rows[-1][2].id
+        due = _pending_of(rows, now)
+        load_facts(store, {c.nct_id for p in due for c in p.changes}, facts)
+        batch: list[tuple[int, list[int], list[int], NewMessage | None]] = []
+        for p in due:
+            sub = p.subscriber
+            # Rows queued before she raised her min_severity are dropped, not mailed.
+            keep, drop = p.split()
+            message = None
+            if keep:
+                try:
+                    if sub.channel not in channels:
+                        channels[sub.channel] = channel_for(sub.channel, config)
+                    message = _digest_message(store, config, channels[sub.channel], sub, [c for c, _ in keep],
+                                              facts, now, secret)
+                except Exception as e:  # noqa: BLE001 - one bad digest must not hold back everyone's mail
+                    # Her outbox rows stay unattached, so nothing is lost: a fixed release mails them.
+                    # Reported, never swallowed: a digest nobody can build is mail that never arrives.
+                    error = f"cannot build the digest: {type(e).__name__}: {e}"
+                    shown = display(sub.channel, sub.address)
+                    log.error("subscriber %s (%s): %s; her %d change(s) stay queued",
+                              sub.id, untrusted.one_line(shown), error, len(keep))
+                    log.debug("digest composition failed", exc_info=True)
+                    if failures is not None:
+                        failures.append(SendEntry(None, shown, "(digest)", "unbuilt", error))
+                    continue
+            batch.append((sub.id, [o for _, o in keep], drop, message))
+        ids += [mid for mid in store.store_digests(batch, now) if mid is not None]
     return ids
+
+
+def _pending_of(rows: Iterable[tuple[int, ChangeRow, Subscriber]], now: dt.datetime) -> list[Pending]:
+    out: dict[int, Pending] = {}
+    for outbox_id, change, sub in rows:
+        p = out.setdefault(sub.id, Pending(sub, [], []))
+        p.changes.append(change)
+        p.outbox_ids.append(outbox_id)
+    return [p for p in out.values() if digest_due(p.subscriber, now)]
 
 
 def _digest_message(store: Store, config: "Config", channel: Any, sub: Subscriber, changes: list[ChangeRow],
                     facts: dict[str, TrialFacts], now: dt.datetime, secret: str) -> NewMessage:
-    rendered = render_digest(store, config, sub, changes, now=now, secret_key=secret, facts=facts)
     view = build_view(config, sub, changes, facts, now=now, secret_key=secret)
+    rendered = render_digest(store, config, sub, changes, now=now, secret_key=secret, facts=facts, view=view)
     token = tokens.make(secret, "unsubscribe", sub.id, sub.token_version)
     body, key = channel.compose(rendered, view, to=sub.address, name=sub.name, now=now, unsubscribe_token=token)
     return NewMessage(sub.id, "digest", channel.__kind__, sub.address, key, rendered.subject, body)

@@ -10,7 +10,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 
 from .models import ChangeRow, Message, OutboxRow, SearchMember, Subscriber, Trial
 
@@ -56,6 +56,24 @@ class OutboxOps:
                 .where(OutboxRow.message_id.is_(None), Subscriber.state == "active")
                 .order_by(Subscriber.id, ChangeRow.id)).all()]
 
+    def unsent_outbox_page(self, after: int, limit: int) -> list[tuple[int, ChangeRow, Subscriber]]:
+        """``unsent_outbox`` for the next ``limit`` subscribers with an id above ``after``: a
+        send streams through them page by page, in bounded memory however many there are."""
+        with self.session() as s:
+            ids = list(s.scalars(select(OutboxRow.subscriber_id).distinct()
+                                 .join(Subscriber, OutboxRow.subscriber_id == Subscriber.id)
+                                 .where(OutboxRow.message_id.is_(None), Subscriber.state == "active",
+                                        OutboxRow.subscriber_id > after)
+                                 .order_by(OutboxRow.subscriber_id).limit(limit)))
+            if not ids:
+                return []
+            return [tuple(r) for r in s.execute(
+                select(OutboxRow.id, ChangeRow, Subscriber)
+                .join(ChangeRow, OutboxRow.change_id == ChangeRow.id)
+                .join(Subscriber, OutboxRow.subscriber_id == Subscriber.id)
+                .where(OutboxRow.message_id.is_(None), OutboxRow.subscriber_id.in_(ids))
+                .order_by(Subscriber.id, ChangeRow.id)).all()]
+
     def trial_context(self, nct_ids: list[str]) -> tuple[dict[str, str | None], dict[str, set[str]]]:
         """Titles and saved-search memberships of these trials, for a digest's view model."""
         with self.session() as s:
@@ -71,22 +89,34 @@ class OutboxOps:
         """Drop the outbox rows below her floor, and queue ``message`` with ``keep`` attached to
         it, in one transaction. None when another composer attached any of ``keep`` first (its
         digest stands; this one is rolled back) or when there is no message."""
-        try:
-            with self.session() as s, s.begin():
+        return self.store_digests([(subscriber_id, keep, drop, message)], now)[0]
+
+    def store_digests(self, digests: list[tuple[int, list[int], list[int], NewMessage | None]],
+                      now: dt.datetime) -> list[int | None]:
+        """``store_digest`` for a batch of (subscriber_id, keep, drop, message), in ONE
+        transaction; each digest still stands or falls alone: one whose rows another composer
+        attached first is undone inside it (None in its place), the others are kept."""
+        out: list[int | None] = []
+        with self.session() as s, s.begin():
+            for subscriber_id, keep, drop, message in digests:
                 if drop:
                     s.execute(delete(OutboxRow).where(OutboxRow.id.in_(drop), OutboxRow.message_id.is_(None)))
                 if message is None:
-                    return None
+                    out.append(None)
+                    continue
                 mid = _add_message(s, message, now)
                 res = s.execute(update(OutboxRow)
                                 .where(OutboxRow.id.in_(keep), OutboxRow.message_id.is_(None))
                                 .values(message_id=mid))
                 if res.rowcount != len(keep):
-                    raise _Taken
+                    # Taken by another composer: undo this digest alone (its rows are theirs).
+                    s.execute(update(OutboxRow).where(OutboxRow.message_id == mid).values(message_id=None))
+                    s.execute(delete(Message).where(Message.id == mid))
+                    out.append(None)
+                    continue
                 s.execute(update(Subscriber).where(Subscriber.id == subscriber_id).values(last_digest_at=now))
-                return mid
-        except _Taken:
-            return None
+                out.append(mid)
+        return out
 
     def queue_message(self, message: NewMessage, now: dt.datetime) -> int:
         with self.session() as s, s.begin():
@@ -191,14 +221,8 @@ class OutboxOps:
             return bool(res.rowcount)
 
 
-class _Taken(Exception):
-    """Rolls back a digest whose outbox rows another composer attached first."""
-
-
 def _add_message(s: Any, m: NewMessage, now: dt.datetime) -> int:
-    row = Message(subscriber_id=m.subscriber_id, kind=m.kind, channel=m.channel, recipient=m.recipient,
-                  rfc_message_id=m.key, subject=m.subject, body=m.body, state="queued", attempts=0,
-                  created_at=now)
-    s.add(row)
-    s.flush()
-    return row.id
+    return s.execute(insert(Message).values(
+        subscriber_id=m.subscriber_id, kind=m.kind, channel=m.channel, recipient=m.recipient,
+        rfc_message_id=m.key, subject=m.subject, body=m.body, state="queued", attempts=0,
+        created_at=now).returning(Message.id)).scalar_one()
