@@ -10,7 +10,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 
 from .models import ChangeRow, Message, OutboxRow, SearchMember, Subscriber, Trial
 
@@ -94,29 +94,41 @@ class OutboxOps:
     def store_digests(self, digests: list[tuple[int, list[int], list[int], NewMessage | None]],
                       now: dt.datetime) -> list[int | None]:
         """``store_digest`` for a batch of (subscriber_id, keep, drop, message), in ONE
-        transaction; each digest still stands or falls alone: one whose rows another composer
-        attached first is undone inside it (None in its place), the others are kept."""
-        out: list[int | None] = []
+        transaction of a few statements; each digest still stands or falls alone: one whose rows
+        another composer attached first is undone inside it (None in its place)."""
+        messages = [d for d in digests if d[3] is not None]
+        drop = [o for d in digests for o in d[2]]
+        out: dict[int, int | None] = {}
+        outbox, msgs = OutboxRow.__table__, Message.__table__
         with self.session() as s, s.begin():
-            for subscriber_id, keep, drop, message in digests:
-                if drop:
-                    s.execute(delete(OutboxRow).where(OutboxRow.id.in_(drop), OutboxRow.message_id.is_(None)))
-                if message is None:
-                    out.append(None)
-                    continue
-                mid = _add_message(s, message, now)
-                res = s.execute(update(OutboxRow)
-                                .where(OutboxRow.id.in_(keep), OutboxRow.message_id.is_(None))
-                                .values(message_id=mid))
-                if res.rowcount != len(keep):
-                    # Taken by another composer: undo this digest alone (its rows are theirs).
-                    s.execute(update(OutboxRow).where(OutboxRow.message_id == mid).values(message_id=None))
-                    s.execute(delete(Message).where(Message.id == mid))
-                    out.append(None)
-                    continue
-                s.execute(update(Subscriber).where(Subscriber.id == subscriber_id).values(last_digest_at=now))
-                out.append(mid)
-        return out
+            c = s.connection()
+            if drop:
+                c.execute(delete(outbox).where(outbox.c.id.in_(drop), outbox.c.message_id.is_(None)))
+            if not messages:
+                return [None] * len(digests)
+            mids = list(c.execute(insert(msgs).returning(msgs.c.id, sort_by_parameter_order=True), [
+                {"subscriber_id": m.subscriber_id, "kind": m.kind, "channel": m.channel, "recipient": m.recipient,
+                 "rfc_message_id": m.key, "subject": m.subject, "body": m.body, "state": "queued",
+                 "attempts": 0, "created_at": now} for _, _, _, m in messages]).scalars())
+            pairs = [{"oid": o, "mid": mid} for (_, keep, _, _), mid in zip(messages, mids) for o in keep]
+            res = c.execute(update(outbox).where(outbox.c.id == bindparam("oid"), outbox.c.message_id.is_(None))
+                            .values(message_id=bindparam("mid")), pairs)
+            taken: set[int] = set()
+            if res.rowcount != len(pairs):
+                # Another composer attached some rows first: the digests that did not get all of
+                # theirs are undone (their rows stay with the other one's message).
+                got = dict(c.execute(select(outbox.c.id, outbox.c.message_id)
+                                     .where(outbox.c.id.in_([p["oid"] for p in pairs]))).all())
+                taken = {p["mid"] for p in pairs if got.get(p["oid"]) != p["mid"]}
+                if taken:
+                    c.execute(update(outbox).where(outbox.c.message_id.in_(taken)).values(message_id=None))
+                    c.execute(delete(msgs).where(msgs.c.id.in_(taken)))
+            stored = [(sub_id, mid) for (sub_id, _, _, _), mid in zip(messages, mids) if mid not in taken]
+            if stored:
+                c.execute(update(Subscriber.__table__).where(Subscriber.__table__.c.id.in_([i for i, _ in stored]))
+                          .values(last_digest_at=now))
+            out = dict(stored)
+        return [out.get(d[0]) if d[3] is not None else None for d in digests]
 
     def queue_message(self, message: NewMessage, now: dt.datetime) -> int:
         with self.session() as s, s.begin():
