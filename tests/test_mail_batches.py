@@ -126,3 +126,38 @@ def test_a_digest_another_composer_took_is_undone_alone_within_its_page(store, r
     # Her rows stay with the other composer's message; no half-stored digest is left behind.
     assert [m.recipient for m in got].count("p1@example.org") == 1
     assert len(got) == 3
+
+
+def test_readers_sharing_a_change_set_each_get_exactly_their_own_digest(store, record):
+    # Readers with the same changes and preferences share one rendering with their name and
+    # link tokens filled in; the result must be what rendering for each alone gives.
+    import re
+
+    from trialwatch import tokens
+
+    names = ["Dr Ana Ruiz", "Dr Bo Li", None, "Dr O'Hara & Sons <x>"]
+    subs = "".join(f"  - {{email: p{i}@example.org, trials: [{NCT}]" + (f", name: \"{n}\"" if n else "") + "}\n"
+                   for i, n in enumerate(names))
+    cfg = make_config(None, subs)
+    notify.sync_subscribers(store, cfg)
+    recruiting(store, record)
+    now = utcnow()
+    [(_, change, _), *_] = store.unsent_outbox()
+
+    notify.compose_digests(store, cfg, now=now)
+
+    def unsigned(text: str) -> str:  # tokens carry their signing time: compare the rest
+        return re.sub(r"token=[A-Za-z0-9_.\-]+", "token=T", text)
+
+    for m in messages(store):
+        got = parsed(m.body)
+        sub = store.subscriber(m.subscriber_id)
+        alone = notify.render_digest(store, cfg, sub, [change], now=now, secret_key=SECRET)
+        assert unsigned(got.get_body(("plain",)).get_content().replace("\r\n", "\n")) == unsigned(alone.text)
+        # A MIME text part ends with a line break (as the stdlib writes it too).
+        assert unsigned(got.get_body(("html",)).get_content().replace("\r\n", "\n")) == \
+            unsigned(alone.html.replace("\r\n", "\n")) + "\n"
+        for token in re.findall(r"token=([A-Za-z0-9_.\-]+)", got.get_body(("plain",)).get_content()):
+            purpose = "unsubscribe" if "unsubscribe?token=" + token in got.get_body(("plain",)).get_content() \
+                else "manage"
+            assert tokens.read(SECRET, purpose, token).subscriber_id == sub.id

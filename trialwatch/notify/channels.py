@@ -179,9 +179,10 @@ def build_message(config: "Config", *, to: str, name: str | None, rendered: "Ren
     body = b"".join((
         "".join(head).encode("ascii"),
         sep, b'Content-Type: text/plain; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n',
-        _qp(rendered.text),
+        # The CRLF before a boundary belongs to the boundary, not to the part above it.
+        _qp(rendered.text), b"\r\n",
         sep, b'Content-Type: text/html; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n',
-        _qp(rendered.html),
+        _qp(rendered.html), b"\r\n",
         f"--{boundary}--\r\n".encode()))
     return body, mid
 

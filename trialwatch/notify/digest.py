@@ -465,6 +465,7 @@ def compose_digests(store: Store, config: "Config", *, now: dt.datetime | None =
     # One read per trial for the whole send, whoever's digest it appears in.
     facts: dict[str, TrialFacts] = {}
     channels: dict[str, Any] = {}
+    shared: dict[tuple, tuple[DigestView, Rendered]] = {}
     after = 0
     while True:
         rows = store.unsent_outbox_page(after, COMPOSE_BATCH)
@@ -484,7 +485,7 @@ def compose_digests(store: Store, config: "Config", *, now: dt.datetime | None =
                     if sub.channel not in channels:
                         channels[sub.channel] = channel_for(sub.channel, config)
                     message = _digest_message(store, config, channels[sub.channel], sub, [c for c, _ in keep],
-                                              facts, now, secret)
+                                              facts, now, secret, shared)
                 except Exception as e:  # noqa: BLE001 - one bad digest must not hold back everyone's mail
                     # Her outbox rows stay unattached, so nothing is lost: a fixed release mails them.
                     # Reported, never swallowed: a digest nobody can build is mail that never arrives.
@@ -510,10 +511,64 @@ def _pending_of(rows: Iterable[tuple[int, ChangeRow, Subscriber]], now: dt.datet
     return [p for p in out.values() if digest_due(p.subscriber, now)]
 
 
+# Stand-ins rendered in place of one reader's name and link tokens, so that readers who share a
+# change set and the same preferences share one rendering (templates and CSS inlining run once
+# per distinct digest, not once per person). Plain letters: no escaping or inlining alters them.
+_NAME, _UNSUB, _MANAGE = "TwReaderNameQx7", "TwUnsubTokenQx7", "TwManageTokenQx7"
+
+
+def _shareable(name: str | None) -> bool:
+    """A name that reads the same in text and HTML after escaping: nothing to escape, no
+    control or separator characters (which stripping or the HTML serialiser would rewrite)."""
+    return not name or (name.isprintable() and not any(ch in "&<>\"'" for ch in name)
+                        and "Qx7" not in name)
+
+
 def _digest_message(store: Store, config: "Config", channel: Any, sub: Subscriber, changes: list[ChangeRow],
-                    facts: dict[str, TrialFacts], now: dt.datetime, secret: str) -> NewMessage:
-    view = build_view(config, sub, changes, facts, now=now, secret_key=secret)
-    rendered = render_digest(store, config, sub, changes, now=now, secret_key=secret, facts=facts, view=view)
-    token = tokens.make(secret, "unsubscribe", sub.id, sub.token_version)
-    body, key = channel.compose(rendered, view, to=sub.address, name=sub.name, now=now, unsubscribe_token=token)
-    return NewMessage(sub.id, "digest", channel.__kind__, sub.address, key, rendered.subject, body)
+                    facts: dict[str, TrialFacts], now: dt.datetime, secret: str,
+                    shared: dict[tuple, tuple[DigestView, Rendered]] | None = None) -> NewMessage:
+    unsub = tokens.make(secret, "unsubscribe", sub.id, sub.token_version or 0)
+    key = None
+    if shared is not None and _shareable(sub.name):
+        key = (tuple(c.id for c in changes), frozenset(_followed(sub, "trial")), frozenset(_followed(sub, "search")),
+               sub.min_severity, sub.digest, bool(sub.name))
+    if key is not None and key in shared:
+        view, rendered = _personal(*shared[key], sub, secret, unsub)
+    elif key is not None:
+        # Signing is a good part of a digest's cost: the shared rendering carries stand-ins only.
+        view = build_view(config, sub, changes, facts, now=now, secret_key=None)
+        stand_in = dataclasses.replace(view, name=_NAME if sub.name else None,
+                                       unsubscribe_url=_link(view.unsubscribe_url, _UNSUB),
+                                       manage_url=_link(view.manage_url, _MANAGE))
+        shared[key] = (stand_in, render_digest(store, config, sub, changes, now=now, secret_key=secret,
+                                               facts=facts, view=stand_in))
+        if len(shared) > _SHARED_MAX:
+            shared.pop(next(iter(shared)))
+        view, rendered = _personal(*shared[key], sub, secret, unsub)
+    else:
+        view = build_view(config, sub, changes, facts, now=now, secret_key=secret)
+        rendered = render_digest(store, config, sub, changes, now=now, secret_key=secret, facts=facts, view=view)
+    body, msg_key = channel.compose(rendered, view, to=sub.address, name=sub.name, now=now, unsubscribe_token=unsub)
+    return NewMessage(sub.id, "digest", channel.__kind__, sub.address, msg_key, rendered.subject, body)
+
+
+# Distinct renderings kept during one send (oldest dropped first): memory stays bounded.
+_SHARED_MAX = 512
+
+
+def _link(url: str, stand_in: str) -> str:
+    return url.rpartition("token=")[0] + "token=" + stand_in
+
+
+def _personal(view: DigestView, rendered: Rendered, sub: Subscriber, secret: str,
+              unsub: str) -> tuple[DigestView, Rendered]:
+    """The shared rendering with this reader's name and link tokens in place of the stand-ins."""
+    manage = tokens.make(secret, "manage", sub.id, sub.token_version or 0)
+    name = sub.name or ""
+
+    def fill(text: str) -> str:
+        return text.replace(_NAME, name).replace(_UNSUB, unsub).replace(_MANAGE, manage)
+
+    view = dataclasses.replace(view, name=sub.name, unsubscribe_url=fill(view.unsubscribe_url),
+                               manage_url=fill(view.manage_url))
+    return view, Rendered(rendered.subject, fill(rendered.text), fill(rendered.html))
