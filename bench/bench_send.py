@@ -147,6 +147,13 @@ def setup(url: str, n: int, seed: int = 13) -> None:
     changed = [change_status(r, "RECRUITING" if r["protocolSection"]["statusModule"]["overallStatus"] !=
                              "RECRUITING" else "COMPLETED", updated="2026-11-25") for r in records]
     store.record_fetches(changed, fetched_at=now)
+    if url.startswith("postgresql"):
+        from sqlalchemy import text
+
+        # Up-to-date planner statistics, as autovacuum keeps them in a database in use (a copy
+        # made seconds after a bulk load would otherwise plan every query as for empty tables).
+        with store.session() as s, s.begin():
+            s.execute(text("ANALYZE"))
     store.close()
 
 
@@ -256,7 +263,7 @@ def main() -> int:
         template = tmp / "template.db"
         t0 = time.perf_counter()
         if args.db_url:
-            setup_url = args.db_url
+            setup_url = _pg_fresh(args.db_url)
         else:
             setup_url = f"sqlite:///{template}"
         setup(setup_url, args.n)
@@ -313,6 +320,21 @@ def main() -> int:
         sink.terminate()
         sink.wait()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _pg_fresh(url: str) -> str:
+    """Drop and re-create the database ``url`` names (the set-up copy every round starts from)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    base = make_url(url)
+    admin = create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{base.database}_round"'))
+        c.execute(text(f'DROP DATABASE IF EXISTS "{base.database}"'))
+        c.execute(text(f'CREATE DATABASE "{base.database}"'))
+    admin.dispose()
+    return url
 
 
 def _pg_copy(url: str) -> str:

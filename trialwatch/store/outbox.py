@@ -60,11 +60,13 @@ class OutboxOps:
         """``unsent_outbox`` for the next ``limit`` subscribers with an id above ``after``: a
         send streams through them page by page, in bounded memory however many there are."""
         with self.session() as s:
-            ids = list(s.scalars(select(OutboxRow.subscriber_id).distinct()
-                                 .join(Subscriber, OutboxRow.subscriber_id == Subscriber.id)
-                                 .where(OutboxRow.message_id.is_(None), Subscriber.state == "active",
-                                        OutboxRow.subscriber_id > after)
-                                 .order_by(OutboxRow.subscriber_id).limit(limit)))
+            # Walk subscribers in id order and probe the outbox per subscriber (its index): a
+            # DISTINCT over every unsent row took PostgreSQL 160 ms a page at 5,000 subscribers.
+            unsent = select(OutboxRow.id).where(OutboxRow.subscriber_id == Subscriber.id,
+                                                OutboxRow.message_id.is_(None)).exists()
+            ids = list(s.scalars(select(Subscriber.id)
+                                 .where(Subscriber.id > after, Subscriber.state == "active", unsent)
+                                 .order_by(Subscriber.id).limit(limit)))
             if not ids:
                 return []
             return [tuple(r) for r in s.execute(
