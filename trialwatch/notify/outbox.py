@@ -1,10 +1,12 @@
 """The sender: claims, leases, backoff with a time-based give-up window, delivery by channel.
 
-``send_pending`` claims each due message with ``UPDATE ... WHERE state='queued'`` (so two
-senders never both take it), marks it ``sending`` with a lease in its own committed transaction,
-hands the stored bytes to the message's channel, then marks it ``sent``. A crash in between
-leaves it ``sending``; once the lease has expired the next send re-queues it, and the retry
-carries the same key (Message-ID, Idempotency-Key), so at worst that one message repeats.
+``send_pending`` claims due messages BATCH (100) at a time with ``UPDATE ... WHERE
+state='queued'`` (so two senders never both take one), marking them ``sending`` with a lease in
+one committed transaction, hands each one's stored bytes to its channel (one SMTP connection for
+the whole send), then settles the batch (``sent``, back to ``queued`` with a backoff, or
+``failed``) in one transaction. A crash in between leaves the batch ``sending``; once the lease
+has expired the next send re-queues it, and each retry carries the same key (Message-ID,
+Idempotency-Key): at worst the messages of that one batch repeat.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ if TYPE_CHECKING:
 
 # A claimed message must be sent or released within this time, else another send re-queues it.
 LEASE = dt.timedelta(minutes=10)
+# Messages claimed (marked sending with one lease) and settled together, in one transaction
+# each. A crash between claim and settle re-sends at most this many messages, each under its
+# stored Message-ID / Idempotency-Key, once their lease has run out.
+BATCH = 100
 # The longest wait between two tries of a message, so mail goes out within hours of an outage.
 MAX_BACKOFF = dt.timedelta(hours=6)
 # Real elapsed time, so a lease runs from its claim even though ``now`` is fixed per call.
@@ -151,10 +157,10 @@ def send_pending(store: Store, config: "Config", *, transport: Transport | None 
         return report
     report.recovered = store.recover_leases(now)
     report.composed = len(compose_digests(store, config, now=now, failures=report.compose_failed))
-    due = store.queued_messages(now, due_only=not force)
+    due = store.queued_message_ids(now, due_only=not force)
     report.waiting = store.count_queued() - len(due)
     if due:
-        deliver_all(store, config, transport, [m.id for m in due], now, report, started=started)
+        deliver_all(store, config, transport, due, now, report, started=started)
     return report
 
 
@@ -178,45 +184,63 @@ class _Channels:
 
 def deliver_all(store: Store, config: "Config", transport: Transport | None, ids: list[int],
                 now: dt.datetime, report: SendReport, *, started: float | None = None) -> None:
+    """Deliver these queued messages, claimed and settled BATCH at a time, through one
+    connection per channel for the whole send (a transport reconnects after a failure)."""
     started = _clock() if started is None else started
     channels = _Channels(config, transport)
     # Routes (the SMTP server, a webhook's host) that could not be reached during this send.
     unreachable: dict[str, TransientMailError] = {}
+    todo = list(reversed(ids))  # popped from the end: oldest first
     try:
-        for mid in ids:
-            msg = store.message(mid)
-            if msg is None:
-                continue
-            channel = channels.get(msg.channel)
-            route = channel.route(msg.recipient)
-            if route in unreachable:
-                # That route cannot be reached: the rest of its batch is left queued untried, so
-                # an outage costs one message an attempt per send, not every message.
-                report.entries.append(_untried(store, config, msg, unreachable[route], now))
-                continue
-            # Composing and earlier deliveries took time: this claim's lease starts now.
-            lease_until = now + dt.timedelta(seconds=max(0.0, _clock() - started)) + LEASE
-            outcome = _deliver(store, config, channel, mid, now, lease_until)
-            if outcome is None:
-                continue  # another sender claimed it
-            entry, error = outcome
-            report.entries.append(entry)
-            if isinstance(error, TransientMailError) and error.unreachable:
-                unreachable[route] = error
+        while todo:
+            batch = [todo.pop() for _ in range(min(BATCH, len(todo)))]
+            # Composing and earlier deliveries took time: this batch's lease starts now.
+            claimed_at = _clock()
+            lease_until = now + dt.timedelta(seconds=max(0.0, claimed_at - started)) + LEASE
+            claimed = store.claim_messages(batch, lease_until)  # others' claims are left out
+            outcomes: list[tuple[int, dict[str, Any]]] = []
+            for i, m in enumerate(claimed):
+                if _clock() - claimed_at > LEASE.total_seconds() / 2:
+                    # A slow batch: the rest go back to the queue untried and are claimed
+                    # again with a fresh lease, so no try starts on a lease about to run out.
+                    outcomes += [(r.id, _release(r)) for r in claimed[i:]]
+                    todo += [r.id for r in reversed(claimed[i:])]
+                    break
+                channel = channels.get(m.channel)
+                route = channel.route(m.recipient)
+                if route in unreachable:
+                    # That route cannot be reached: the rest of its messages are left queued
+                    # untried, so an outage costs one message an attempt per send, not every one.
+                    entry, values = _untried(config, m, channel, unreachable[route], now)
+                    report.entries.append(entry)
+                    outcomes.append((m.id, values))
+                    continue
+                entry, values, error = _deliver(config, channel, m, now)
+                report.entries.append(entry)
+                outcomes.append((m.id, values))
+                if isinstance(error, TransientMailError) and error.unreachable:
+                    unreachable[route] = error
+            store.settle_messages(outcomes)
     finally:
         channels.close()
 
 
-def _untried(store: Store, config: "Config", msg: Any, unreachable: TransientMailError,
-             now: dt.datetime) -> SendEntry:
-    entry = SendEntry(msg.id, display(msg.channel, msg.recipient), msg.subject, "queued",
-                      f"not tried: {unreachable.message}", msg.attempts, msg.next_attempt_at)
-    if msg.state == "queued" and now >= _give_up_at(config, msg.created_at):
+def _release(m: Claimed) -> dict[str, Any]:
+    """Back to the queue as it was before its claim: the try it counted did not happen."""
+    return {"state": "queued", "lease_until": None, "attempts": m.attempts - 1}
+
+
+def _untried(config: "Config", m: Claimed, channel: Channel, unreachable: TransientMailError,
+             now: dt.datetime) -> tuple[SendEntry, dict[str, Any]]:
+    values = _release(m)
+    entry = SendEntry(m.id, channel.display(m.recipient), m.subject, "queued",
+                      f"not tried: {unreachable.message}", values["attempts"], m.next_attempt_at)
+    if now >= _give_up_at(config, m.created_at):
         # Its whole window passed without the route being reachable: no dial would change that.
-        error = _gave_up(config, unreachable.message)
-        if store.fail_queued(msg.id, error):
-            entry.state, entry.error = "failed", error
-    return entry
+        entry.state = "failed"
+        entry.error = _gave_up(config, unreachable.message)
+        values |= {"state": "failed", "last_error": entry.error}
+    return entry, values
 
 
 def _give_up_at(config: "Config", created_at: dt.datetime) -> dt.datetime:
@@ -244,20 +268,16 @@ def _try(channel: Channel, m: Claimed) -> Exception | None:
     return None
 
 
-def _deliver(store: Store, config: "Config", channel: Channel, mid: int, now: dt.datetime,
-             lease_until: dt.datetime) -> tuple[SendEntry, Exception | None] | None:
-    """Claim, send and settle one message. Returns None if another sender claimed it first."""
-    m = store.claim_message(mid, lease_until)
-    if m is None:
-        return None
+def _deliver(config: "Config", channel: Channel, m: Claimed,
+             now: dt.datetime) -> tuple[SendEntry, dict[str, Any], Exception | None]:
+    """Try one claimed message: its report entry, the values that settle it, the error."""
     error = _try(channel, m)
-    entry = SendEntry(mid, channel.display(m.recipient), m.subject, "sent", None, m.attempts)
+    entry = SendEntry(m.id, channel.display(m.recipient), m.subject, "sent", None, m.attempts)
     if error is None:
         values: dict[str, Any] = {"state": "sent", "sent_at": now, "last_error": None, "next_attempt_at": None}
     else:
         values = _settle_failure(config, m, error, entry, now)
-    store.settle_message(mid, {"lease_until": None} | values)
-    return entry, error
+    return entry, {"lease_until": None} | values, error
 
 
 def _settle_failure(config: "Config", m: Claimed, error: Exception, entry: SendEntry,
