@@ -92,3 +92,36 @@ def test_no_style_breaks_words_mid_word_only_urls_may_break_anywhere():
         assert "break-all" not in css, path
         for m in re.finditer(r"([^{}]*)\{[^}]*overflow-wrap:\s*anywhere", css):
             assert "url" in m.group(1), (path, m.group(1).strip())
+
+
+def test_readers_in_two_places_each_get_the_site_nearest_to_them_though_renderings_are_shared(store, record):
+    """The composer shares one rendering among readers of the same changes (issue 13); her place
+    is part of what makes two renderings the same, so each still reads her own nearest site."""
+    import email
+    import email.policy
+
+    from sqlalchemy import select
+
+    from trialwatch.store import Message
+
+    sites = [loc for loc in record(NCT)["protocolSection"]["contactsLocationsModule"]["locations"]
+             if loc.get("geoPoint")]
+    first, last = sites[0], sites[-1]
+    assert first["facility"] != last["facility"]
+    near = {"ana@example.org": first, "bea@example.org": last}
+    subs = "".join(f"  - {{email: {who}, trials: [{NCT}], min_severity: minor, "
+                   f"location: '{at['geoPoint']['lat'] + 0.05},{at['geoPoint']['lon']}'}}\n"
+                   for who, at in near.items())
+    cfg = cfgmod.loads("email:\n  from: 'trialwatch <alerts@tw.example.org>'\n  public_url: https://tw.example.org\n"
+                       f"  transport: console\nsubscribers:\n{subs}")
+    notify.sync_subscribers(store, cfg)
+    _start_recruiting(store, record)  # queued for both readers: the same changes
+    notify.compose_digests(store, cfg, now=utcnow())
+    with store.session() as s:
+        bodies = {m.recipient: m.body for m in s.scalars(select(Message))}
+    assert set(bodies) == set(near)
+    for who, site in near.items():
+        msg = email.message_from_bytes(bodies[who], policy=email.policy.default)
+        text = msg.get_body(("plain",)).get_content()
+        line = next(x for x in text.splitlines() if x.startswith("Nearest open site to"))
+        assert site["facility"] in line, (who, line)
