@@ -74,23 +74,36 @@ def _counts(values: list[str]) -> list[tuple[str, int]]:
     return sorted(out.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
+def _status_of(s: rec.Site) -> str:
+    return s.status if isinstance(s.status, str) and s.status else rec.UNSPECIFIED
+
+
+def _site_order(s: rec.Site) -> tuple:
+    """Open sites first, then by status (unspecified last among the rest), then by place."""
+    status = _status_of(s)
+    return (status not in referral.OPEN_SITE_STATUSES, status == rec.UNSPECIFIED, status,
+            s.country or "", s.state or "", s.city or "", s.facility or "")
+
+
+def _page_number(params: "Mapping[str, Any]", pages: int) -> int:
+    """The ``page`` asked for, clamped to 1..pages; 1 when it is not a number."""
+    try:
+        return min(max(int(_param(params, "page", 6) or 1), 1), pages)
+    except ValueError:
+        return 1
+
+
 def site_list(sites: list[rec.Site], params: "Mapping[str, Any]", path: str) -> SiteList:
     """Sites kept by the status/country/state filter, open ones first, one page of them."""
     filters = {k: _param(params, k, 100) for k in _FILTERS}
-    status_of = lambda s: s.status if isinstance(s.status, str) and s.status else rec.UNSPECIFIED  # noqa: E731
     country = filters["country"]
     in_country = [s for s in sites if not country or s.country == country]
     kept = [s for s in in_country
-            if (not filters["site_status"] or status_of(s) == filters["site_status"])
+            if (not filters["site_status"] or _status_of(s) == filters["site_status"])
             and (not filters["state"] or s.state == filters["state"])]
-    order = referral.OPEN_SITE_STATUSES
-    kept.sort(key=lambda s: (status_of(s) not in order, status_of(s) == rec.UNSPECIFIED, status_of(s),
-                             s.country or "", s.state or "", s.city or "", s.facility or ""))
+    kept.sort(key=_site_order)
     pages = max(1, -(-len(kept) // SITES_PER_PAGE))
-    try:
-        page = min(max(int(_param(params, "page", 6) or 1), 1), pages)
-    except ValueError:
-        page = 1
+    page = _page_number(params, pages)
     start = (page - 1) * SITES_PER_PAGE
 
     def url(p: int) -> str:
@@ -101,7 +114,7 @@ def site_list(sites: list[rec.Site], params: "Mapping[str, Any]", path: str) -> 
 
     return SiteList(rows=kept[start:start + SITES_PER_PAGE], total=len(sites), matching=len(kept),
                     page=page, pages=pages, filters=filters,
-                    statuses=_counts([status_of(s) for s in sites]),
+                    statuses=_counts([_status_of(s) for s in sites]),
                     countries=_counts([s.country for s in sites if s.country]),
                     states=_counts([s.state for s in in_country if s.state]),
                     prev_url=url(page - 1) if page > 1 else None,

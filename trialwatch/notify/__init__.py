@@ -1,8 +1,8 @@
 """From stored changes to notifications, in three parts and a preview.
 
 * ``subscribers``: the sync from config.yaml, sign-up, confirmation, preferences, unsubscribe.
-* ``digest``: load a plain view model (each trial's facts read once per send), then render it;
-  ``compose_digests`` turns due outbox rows into one stored message per subscriber.
+* ``digest``: load a plain view model (each trial's facts read once per send), then render it.
+* ``compose``: ``compose_digests`` turns due outbox rows into one stored message per subscriber.
 * ``outbox``: claims, leases, backoff within a time-based give-up window, delivery through the
   message's channel (``channels``: email, webhook, apprise), ``send_pending``, ``undelivered``.
 * ``preview``: what ``send`` would send for a subscriber, rendered without sending.
@@ -15,9 +15,9 @@ belongs to at most one message, so a change reaches a person at most once, howev
 from __future__ import annotations
 
 from .channels import Channel, build_message
+from .compose import compose_digests
 from .digest import (
     Rendered,
-    compose_digests,
     digest_subject,
     environment,
     headline,

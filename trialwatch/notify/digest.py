@@ -3,7 +3,8 @@
 ``load_facts`` reads what a digest says about each trial (title, latest record's status and
 contacts, saved-search memberships) ONCE per trial per send; ``build_view`` turns one person's
 changes and those facts into dataclasses holding everything a template needs; ``render`` is the
-templates alone. ``compose_digests`` turns due outbox rows into stored messages.
+templates alone. ``pending`` groups unattached outbox rows per person; ``compose`` turns them into
+stored messages (``compose_digests`` stays importable from here).
 """
 
 from __future__ import annotations
@@ -20,14 +21,13 @@ from typing import TYPE_CHECKING, Any
 from .. import record as rec
 from .. import tokens, untrusted
 from ..diff import SEVERITY_RANK
-from ..store import ChangeRow, NewMessage, Store, Subscriber, utcnow
+from ..store import ChangeRow, Store, Subscriber, utcnow
 from .words import DIGEST_WORDS, FIELD_MEANING, SEVERITY_WORDS, SITE_MEANING, STATUS_MEANING
 
 if TYPE_CHECKING:
     from jinja2 import Environment
 
     from ..config import Config
-    from .outbox import SendEntry
 
 log = logging.getLogger("trialwatch.notify")
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
@@ -404,13 +404,13 @@ def change_view(c: ChangeRow, facts: TrialFacts | None) -> ChangeView:
         old_value=c.old_value, new_value=new, detail=c.detail)
 
 
-def _followed(sub: Subscriber, kind: str) -> set[str]:
+def followed_by(sub: Subscriber, kind: str) -> set[str]:
     return {x.target for x in sub.subscriptions or [] if x.kind == kind}
 
 
 def _searches(sub: Subscriber, changes: list[ChangeRow], memberships: frozenset[str]) -> tuple[str, ...]:
     """Her saved searches this trial belongs to (or that reported it)."""
-    return tuple(sorted(_followed(sub, "search") & (memberships | {c.search for c in changes if c.search})))
+    return tuple(sorted(followed_by(sub, "search") & (memberships | {c.search for c in changes if c.search})))
 
 
 def _stopped_recruiting(cs: list[ChangeRow]) -> bool:
@@ -448,7 +448,7 @@ def trial_view(sub: Subscriber, nct: str, cs: list[ChangeRow], facts: TrialFacts
     searches = _searches(sub, cs, memberships)
     # A search she follows that this trial just left is said as such, never "it matches".
     left = {c.search for c in cs if c.search and c.field == "search_unmatch"} - memberships
-    reasons = ([f"you follow {nct}"] if nct in _followed(sub, "trial") else []) + \
+    reasons = ([f"you follow {nct}"] if nct in followed_by(sub, "trial") else []) + \
         [f"it {'matched' if name in left else 'matches'} your saved search “{name}”"
          + (" until now" if name in left else "") for name in searches]
     status = facts.status if facts else None
@@ -475,8 +475,8 @@ def _and(items: Sequence[str]) -> str:
 
 
 def _footer_reasons(sub: Subscriber, trials: Sequence[TrialView]) -> tuple[str, ...]:
-    followed = sorted(_followed(sub, "trial") & {t.nct_id for t in trials})
-    searches = sorted(_followed(sub, "search") & {r for t in trials for r in t.searches})
+    followed = sorted(followed_by(sub, "trial") & {t.nct_id for t in trials})
+    searches = sorted(followed_by(sub, "search") & {r for t in trials for r in t.searches})
     things = ([_and(followed)] if followed else []) + \
         ([f"your saved search{'es' if len(searches) > 1 else ''} {_and([f'“{n}”' for n in searches])}"]
          if searches else [])
@@ -570,139 +570,9 @@ def pending(store: Store, now: dt.datetime, *, due_only: bool = True) -> list[Pe
     return [p for p in out.values() if not due_only or digest_due(p.subscriber, now)]
 
 
-# Subscribers composed per page: their digests are stored in one transaction, and no more than
-# a page of subscribers, changes and rendered messages is held at a time (50,000 subscribers
-# stream through in bounded memory).
-COMPOSE_BATCH = 100
-
-
-def compose_digests(store: Store, config: "Config", *, now: dt.datetime | None = None,
-                    failures: list["SendEntry"] | None = None) -> list[int]:
-    """Turn due outbox rows into stored digest messages (one per subscriber); returns their ids.
-
-    Subscribers are taken COMPOSE_BATCH at a time; their digests are stored in one transaction,
-    each message with the attachment of its outbox rows (if another composer attached any of a
-    digest's rows first, that digest alone is undone and left to it). A digest that cannot be
-    built is logged as an error and, when ``failures`` is given, appended to it (state
-    ``unbuilt``) so the caller counts it; her changes stay queued.
-    """
-    from .channels import channel_for, display
-    from .outbox import SendEntry
-
-    now = now or utcnow()
-    secret = config.secret_key()
-    ids: list[int] = []
-    # One read per trial for the whole send, whoever's digest it appears in.
-    facts: dict[str, TrialFacts] = {}
-    channels: dict[str, Any] = {}
-    shared: dict[tuple, tuple[DigestView, Rendered]] = {}
-    places: dict = {}  # her place, resolved once per location text per send
-    after = 0
-    while True:
-        rows = store.unsent_outbox_page(after, COMPOSE_BATCH)
-        if not rows:
-            break
-        after = rows[-1][2].id
-        due = _pending_of(rows, now)
-        load_facts(store, {c.nct_id for p in due for c in p.changes}, facts)
-        batch: list[tuple[int, list[int], list[int], NewMessage | None]] = []
-        for p in due:
-            sub = p.subscriber
-            # Rows queued before she raised her min_severity are dropped, not mailed.
-            keep, drop = p.split()
-            message = None
-            if keep:
-                try:
-                    if sub.channel not in channels:
-                        channels[sub.channel] = channel_for(sub.channel, config)
-                    message = _digest_message(store, config, channels[sub.channel], sub, [c for c, _ in keep],
-                                              facts, now, secret, shared, places)
-                except Exception as e:  # noqa: BLE001 - one bad digest must not hold back everyone's mail
-                    # Her outbox rows stay unattached, so nothing is lost: a fixed release mails them.
-                    # Reported, never swallowed: a digest nobody can build is mail that never arrives.
-                    error = f"cannot build the digest: {type(e).__name__}: {e}"
-                    shown = display(sub.channel, sub.address)
-                    log.error("subscriber %s (%s): %s; her %d change(s) stay queued",
-                              sub.id, untrusted.one_line(shown), error, len(keep))
-                    log.debug("digest composition failed", exc_info=True)
-                    if failures is not None:
-                        failures.append(SendEntry(None, shown, "(digest)", "unbuilt", error))
-                    continue
-            batch.append((sub.id, [o for _, o in keep], drop, message))
-        ids += [mid for mid in store.store_digests(batch, now) if mid is not None]
-    return ids
-
-
-def _pending_of(rows: Iterable[tuple[int, ChangeRow, Subscriber]], now: dt.datetime) -> list[Pending]:
-    out: dict[int, Pending] = {}
-    for outbox_id, change, sub in rows:
-        p = out.setdefault(sub.id, Pending(sub, [], []))
-        p.changes.append(change)
-        p.outbox_ids.append(outbox_id)
-    return [p for p in out.values() if digest_due(p.subscriber, now)]
-
-
-# Stand-ins rendered in place of one reader's name and link tokens, so that readers who share a
-# change set and the same preferences share one rendering (templates and CSS inlining run once
-# per distinct digest, not once per person). Plain letters: no escaping or inlining alters them.
-_NAME, _UNSUB, _MANAGE = "TwReaderNameQx7", "TwUnsubTokenQx7", "TwManageTokenQx7"
-
-
-def _shareable(name: str | None) -> bool:
-    """A name that reads the same in text and HTML after escaping: nothing to escape, no
-    control or separator characters (which stripping or the HTML serialiser would rewrite)."""
-    return not name or (name.isprintable() and not any(ch in "&<>\"'" for ch in name)
-                        and "Qx7" not in name)
-
-
-def _digest_message(store: Store, config: "Config", channel: Any, sub: Subscriber, changes: list[ChangeRow],
-                    facts: dict[str, TrialFacts], now: dt.datetime, secret: str,
-                    shared: dict[tuple, tuple[DigestView, Rendered]] | None = None,
-                    places: dict | None = None) -> NewMessage:
-    unsub = tokens.make(secret, "unsubscribe", sub.id, sub.token_version or 0)
-    key = None
-    if shared is not None and _shareable(sub.name):
-        # Her place changes what a digest says (nearest open site, alternatives near her).
-        place = her_place(config, sub, places)
-        key = (tuple(c.id for c in changes), frozenset(_followed(sub, "trial")), frozenset(_followed(sub, "search")),
-               sub.min_severity, sub.digest, bool(sub.name), (place.lat, place.lon) if place else None)
-    if key is not None and key in shared:
-        view, rendered = _personal(*shared[key], sub, secret, unsub)
-    elif key is not None:
-        # Signing is a good part of a digest's cost: the shared rendering carries stand-ins only.
-        view = build_view(config, sub, changes, facts, now=now, secret_key=None, places=places)
-        stand_in = dataclasses.replace(view, name=_NAME if sub.name else None,
-                                       unsubscribe_url=_link(view.unsubscribe_url, _UNSUB),
-                                       manage_url=_link(view.manage_url, _MANAGE))
-        shared[key] = (stand_in, render_digest(store, config, sub, changes, now=now, secret_key=secret,
-                                               facts=facts, view=stand_in))
-        if len(shared) > _SHARED_MAX:
-            shared.pop(next(iter(shared)))
-        view, rendered = _personal(*shared[key], sub, secret, unsub)
-    else:
-        view = build_view(config, sub, changes, facts, now=now, secret_key=secret, places=places)
-        rendered = render_digest(store, config, sub, changes, now=now, secret_key=secret, facts=facts, view=view)
-    body, msg_key = channel.compose(rendered, view, to=sub.address, name=sub.name, now=now, unsubscribe_token=unsub)
-    return NewMessage(sub.id, "digest", channel.__kind__, sub.address, msg_key, rendered.subject, body)
-
-
-# Distinct renderings kept during one send (oldest dropped first): memory stays bounded.
-_SHARED_MAX = 512
-
-
-def _link(url: str, stand_in: str) -> str:
-    return url.rpartition("token=")[0] + "token=" + stand_in
-
-
-def _personal(view: DigestView, rendered: Rendered, sub: Subscriber, secret: str,
-              unsub: str) -> tuple[DigestView, Rendered]:
-    """The shared rendering with this reader's name and link tokens in place of the stand-ins."""
-    manage = tokens.make(secret, "manage", sub.id, sub.token_version or 0)
-    name = sub.name or ""
-
-    def fill(text: str) -> str:
-        return text.replace(_NAME, name).replace(_UNSUB, unsub).replace(_MANAGE, manage)
-
-    view = dataclasses.replace(view, name=sub.name, unsubscribe_url=fill(view.unsubscribe_url),
-                               manage_url=fill(view.manage_url))
-    return view, Rendered(rendered.subject, fill(rendered.text), fill(rendered.html))
+def __getattr__(name: str) -> Any:
+    # The composer moved to ``compose``; imported lazily, since ``compose`` imports this module.
+    if name in ("compose_digests", "COMPOSE_BATCH"):
+        from . import compose
+        return getattr(compose, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,7 +21,8 @@ from ..errors import MailUndelivered
 from ..mailer import PermanentMailError, TransientMailError, Transport
 from ..store import Claimed, Store, utcnow
 from .channels import Channel, EmailChannel, channel_class, display
-from .digest import compose_digests, digest_subject, group, pending
+from .compose import compose_digests
+from .digest import digest_subject, group, pending
 
 if TYPE_CHECKING:
     from ..config import Config

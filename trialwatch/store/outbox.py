@@ -43,6 +43,19 @@ class Claimed:
     next_attempt_at: dt.datetime | None
 
 
+def _undo_contested(c: Any, pairs: list[dict[str, int]]) -> set[int]:
+    """Another composer attached some of ``pairs``' outbox rows first: the messages that did not
+    get all of theirs are deleted (their rows stay with the other one's message). Returns their ids."""
+    outbox, msgs = OutboxRow.__table__, Message.__table__
+    got = dict(c.execute(select(outbox.c.id, outbox.c.message_id)
+                         .where(outbox.c.id.in_([p["oid"] for p in pairs]))).all())
+    taken = {p["mid"] for p in pairs if got.get(p["oid"]) != p["mid"]}
+    if taken:
+        c.execute(update(outbox).where(outbox.c.message_id.in_(taken)).values(message_id=None))
+        c.execute(delete(msgs).where(msgs.c.id.in_(taken)))
+    return taken
+
+
 class OutboxOps:
     """Mixed into Store: the outbox rows and the message queue."""
 
@@ -115,16 +128,7 @@ class OutboxOps:
             pairs = [{"oid": o, "mid": mid} for (_, keep, _, _), mid in zip(messages, mids) for o in keep]
             res = c.execute(update(outbox).where(outbox.c.id == bindparam("oid"), outbox.c.message_id.is_(None))
                             .values(message_id=bindparam("mid")), pairs)
-            taken: set[int] = set()
-            if res.rowcount != len(pairs):
-                # Another composer attached some rows first: the digests that did not get all of
-                # theirs are undone (their rows stay with the other one's message).
-                got = dict(c.execute(select(outbox.c.id, outbox.c.message_id)
-                                     .where(outbox.c.id.in_([p["oid"] for p in pairs]))).all())
-                taken = {p["mid"] for p in pairs if got.get(p["oid"]) != p["mid"]}
-                if taken:
-                    c.execute(update(outbox).where(outbox.c.message_id.in_(taken)).values(message_id=None))
-                    c.execute(delete(msgs).where(msgs.c.id.in_(taken)))
+            taken = set() if res.rowcount == len(pairs) else _undo_contested(c, pairs)
             stored = [(sub_id, mid) for (sub_id, _, _, _), mid in zip(messages, mids) if mid not in taken]
             if stored:
                 c.execute(update(Subscriber.__table__).where(Subscriber.__table__.c.id.in_([i for i, _ in stored]))
