@@ -72,3 +72,32 @@ def test_no_module_imports_another_modules_private_names(path):
                for n in ast.walk(ast.parse(path.read_text(encoding="utf-8"))) if isinstance(n, ast.ImportFrom)
                for a in n.names if a.name.startswith("_") and not a.name.startswith("__")]
     assert private == []
+
+
+# -- small rooms ------------------------------------------------------------------------------
+# A module a maintainer can read in one sitting, a function she can hold in her head: no module
+# of the package over 600 lines, no function over cyclomatic complexity 20 (radon's measure).
+MAX_LINES = 600
+MAX_COMPLEXITY = 20
+EVERY_MODULE = sorted(PACKAGE.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", EVERY_MODULE, ids=lambda p: p.relative_to(PACKAGE).as_posix())
+def test_no_module_is_over_600_lines(path):
+    assert len(path.read_text(encoding="utf-8").splitlines()) <= MAX_LINES
+
+
+@pytest.mark.parametrize("path", EVERY_MODULE, ids=lambda p: p.relative_to(PACKAGE).as_posix())
+def test_no_function_is_over_complexity_20(path):
+    from radon.complexity import cc_visit
+
+    blocks = cc_visit(path.read_text(encoding="utf-8"))
+    assert [f"{b.name}: {b.complexity}" for b in blocks if b.complexity > MAX_COMPLEXITY] == []
+
+
+def test_the_complexity_check_finds_a_function_over_the_limit():
+    from radon.complexity import cc_visit
+
+    branches = "".join(f"    if x == {i}:\n        return {i}\n" for i in range(MAX_COMPLEXITY + 1))
+    (block,) = cc_visit(f"def f(x):\n{branches}    return -1\n")
+    assert block.complexity > MAX_COMPLEXITY
