@@ -104,3 +104,40 @@ def _clean_env(monkeypatch):
                 "TRIALWATCH_SMTP_PASSWORD"):
         monkeypatch.delenv(var, raising=False)
 
+
+# -- helpers the CLI and web tests share -------------------------------------------------------
+
+WEB_SECRET = "test-secret-key-0123456789"
+PUBLIC_URL = "https://trials.example.org"
+
+
+def web_config(tmp_path, monkeypatch, body: str, *, name: str = "config.yaml"):
+    """The web app's configuration for a test: ``body`` (YAML: database, trials, ...) plus file
+    mail into tmp_path/outbox and the public URL, with a signing key in the environment."""
+    from trialwatch import config as configmod
+
+    monkeypatch.setenv("TRIALWATCH_SECRET_KEY", WEB_SECRET)
+    path = tmp_path / name
+    path.write_text(f"{body.strip()}\nemail:\n  transport: file\n  outbox_dir: {tmp_path / 'outbox'}\n"
+                    f"  public_url: {PUBLIC_URL}\n")
+    return configmod.load(path)
+
+
+def cli_against(api_url: str, database: str, tmp_path, capsys, monkeypatch, *, max_retries: int = 1,
+                extra: str = ""):
+    """invoke(*args) -> (exit code, stdout, stderr) of the real CLI, configured for the stand-in
+    at ``api_url`` (no throttle, real retries with short waits) and ``database``."""
+    from trialwatch import ctgov
+    from trialwatch.cli import main
+
+    monkeypatch.setattr(ctgov, "BACKOFF_BASE_S", 0.01)
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"database: {database}\nctgov:\n  base_url: {api_url}\n  requests_per_minute: 6000\n"
+                   f"  max_retries: {max_retries}\n  timeout_s: 5\n{extra}")
+
+    def invoke(*args: str):
+        code = main(["--config", str(cfg), *args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return invoke

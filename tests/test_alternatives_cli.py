@@ -9,11 +9,10 @@ import json
 
 import pytest
 
-from trialwatch import ctgov
-from trialwatch.cli import main
 
 from alt_records import CLOSED, OWN_EA, ROCHESTER, nct, scene, trial
 from standin import StandIn
+from conftest import cli_against
 
 HER = f"{ROCHESTER[0]},{ROCHESTER[1]}"
 
@@ -31,17 +30,7 @@ def api(records):
 
 @pytest.fixture
 def run(api, db_url, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(ctgov, "BACKOFF_BASE_S", 0.01)
-    cfg = tmp_path / "config.yaml"
-    cfg.write_text(f"database: {db_url}\nctgov:\n  base_url: {api.base_url}\n"
-                   f"  requests_per_minute: 6000\n  max_retries: 1\n  timeout_s: 5\n")
-
-    def invoke(*args: str):
-        code = main(["--config", str(cfg), *args])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return invoke
+    return cli_against(api.base_url, db_url, tmp_path, capsys, monkeypatch)
 
 
 def alternatives_json(run, *args):

@@ -7,10 +7,9 @@ import json
 
 import pytest
 
-from trialwatch import ctgov
-from trialwatch.cli import main
 
 from standin import StandIn
+from conftest import cli_against
 
 NCT = "NCT03268603"
 
@@ -24,17 +23,8 @@ def api(record):
 @pytest.fixture
 def run(api, db_url, tmp_path, capsys, monkeypatch):
     """run("check", NCT, "--json") -> (exit code, stdout, stderr)."""
-    monkeypatch.setattr(ctgov, "BACKOFF_BASE_S", 0.01)  # real retries, short waits
-    cfg = tmp_path / "config.yaml"
-    cfg.write_text(f"database: {db_url}\nctgov:\n  base_url: {api.base_url}\n"
-                   f"  requests_per_minute: 6000\n  max_retries: 3\n  timeout_s: 5\ntrials: [{NCT}]\n")
-
-    def invoke(*args: str):
-        code = main(["--config", str(cfg), *args])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return invoke
+    return cli_against(api.base_url, db_url, tmp_path, capsys, monkeypatch, max_retries=3,
+                       extra=f"trials: [{NCT}]\n")
 
 
 def check_json(run, *ids):

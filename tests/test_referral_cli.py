@@ -7,12 +7,11 @@ import json
 
 import pytest
 
-from trialwatch import ctgov
-from trialwatch.cli import main
 from trialwatch.referral import OPEN_SITE_STATUSES
 
 from standin import StandIn
 from test_referral import independent_km
+from conftest import cli_against
 
 PS = "protocolSection"
 BIG = "NCT04267848"       # 1,148 sites: 659 recruiting, 393 suspended, 96 active, no central contact
@@ -27,17 +26,7 @@ def api(record):
 
 @pytest.fixture
 def run(api, db_url, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(ctgov, "BACKOFF_BASE_S", 0.01)
-    cfg = tmp_path / "config.yaml"
-    cfg.write_text(f"database: {db_url}\nctgov:\n  base_url: {api.base_url}\n"
-                   f"  requests_per_minute: 6000\n  max_retries: 1\n  timeout_s: 5\n")
-
-    def invoke(*args: str):
-        code = main(["--config", str(cfg), *args])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return invoke
+    return cli_against(api.base_url, db_url, tmp_path, capsys, monkeypatch)
 
 
 def check_json(run, *args):

@@ -17,6 +17,7 @@ from trialwatch import config as configmod
 from trialwatch.diff import Change
 from trialwatch.store import Trial, open_store
 from trialwatch.web import create_app
+from conftest import web_config
 
 SECRET = "test-secret-key-0123456789"
 BIG = "NCT04267848"        # 1,148 sites, recruiting, verified long ago
@@ -27,16 +28,10 @@ pytestmark = pytest.mark.corpus
 
 @pytest.fixture
 def cfg(tmp_path, monkeypatch):
-    monkeypatch.setenv("TRIALWATCH_SECRET_KEY", SECRET)
-    (tmp_path / "config.yaml").write_text(f"""
+    return web_config(tmp_path, monkeypatch, f"""
 database: sqlite:///{tmp_path / 'tw.db'}
 trials: [{BIG}, {SMALL}, {MISSING}]
-email:
-  transport: file
-  outbox_dir: {tmp_path / 'outbox'}
-  public_url: https://trials.example.org
 """)
-    return configmod.load(tmp_path / "config.yaml")
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from trialwatch import tokens
 from trialwatch.diff import Change
 from trialwatch.store import Message, OutboxRow, Poll, RateEvent, Subscriber, open_store
 from trialwatch.web import SECURITY_HEADERS, create_app
+from conftest import web_config
 
 SECRET = "test-secret-key-0123456789"
 WATCHED = "NCT02552212"
@@ -29,19 +30,13 @@ ATOM = "{http://www.w3.org/2005/Atom}"
 
 @pytest.fixture
 def cfg(tmp_path, monkeypatch):
-    monkeypatch.setenv("TRIALWATCH_SECRET_KEY", SECRET)
-    (tmp_path / "config.yaml").write_text(f"""
+    return web_config(tmp_path, monkeypatch, f"""
 database: sqlite:///{tmp_path / 'tw.db'}
 trials: [{WATCHED}, {OTHER}]
 searches:
   - name: epilepsy
     condition: epilepsy
-email:
-  transport: file
-  outbox_dir: {tmp_path / 'outbox'}
-  public_url: https://trials.example.org
 """)
-    return configmod.load(tmp_path / "config.yaml")
 
 
 @pytest.fixture

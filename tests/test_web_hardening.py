@@ -16,9 +16,9 @@ import pytest
 from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
-from trialwatch import config as configmod
 from trialwatch.store import RateEvent, Subscriber, open_store
 from trialwatch.web import MAX_SUBSCRIBES_PER_CLIENT, create_app
+from conftest import web_config
 
 SECRET = "test-secret-key-0123456789"
 WATCHED = "NCT02552212"
@@ -27,16 +27,10 @@ N = 40
 
 @pytest.fixture
 def cfg(tmp_path, monkeypatch, db_url):
-    monkeypatch.setenv("TRIALWATCH_SECRET_KEY", SECRET)
     monkeypatch.setenv("TRIALWATCH_DATABASE_URL", db_url)
-    (tmp_path / "config.yaml").write_text(f"""
+    return web_config(tmp_path, monkeypatch, f"""
 trials: [{WATCHED}]
-email:
-  transport: file
-  outbox_dir: {tmp_path / 'outbox'}
-  public_url: https://trials.example.org
 """)
-    return configmod.load(tmp_path / "config.yaml")
 
 
 @pytest.fixture

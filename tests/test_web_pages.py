@@ -15,9 +15,9 @@ from email.utils import format_datetime
 import pytest
 from starlette.testclient import TestClient
 
-from trialwatch import config as configmod
 from trialwatch.store import open_store
 from trialwatch.web import PER_PAGE, SECURITY_HEADERS, create_app
+from conftest import web_config
 
 SECRET = "test-secret-key-0123456789"
 FETCHED = "NCT02552212"   # "Multicenter Study Evaluating Certolizumab Pegol ... axSpA ..."
@@ -29,16 +29,10 @@ PAST = dt.datetime(2026, 1, 2, 10, 0)
 
 @pytest.fixture
 def cfg(tmp_path, monkeypatch):
-    monkeypatch.setenv("TRIALWATCH_SECRET_KEY", SECRET)
-    (tmp_path / "config.yaml").write_text(f"""
+    return web_config(tmp_path, monkeypatch, f"""
 database: sqlite:///{tmp_path / 'tw.db'}
 trials: [{FETCHED}, {OTHER}, {', '.join(FILLER)}]
-email:
-  transport: file
-  outbox_dir: {tmp_path / 'outbox'}
-  public_url: https://trials.example.org
 """)
-    return configmod.load(tmp_path / "config.yaml")
 
 
 @pytest.fixture
