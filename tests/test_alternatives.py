@@ -125,42 +125,6 @@ def test_condition_only_fallback_costs_one_more_request_and_says_why():
     assert "no recruiting trial of a similar intervention" in res.alternatives[0].why
 
 
-# -- the per-poll cache --------------------------------------------------------------------------
-
-def test_cache_asks_once_per_trial_place_and_data_refresh():
-    s = scene()
-    api = FakeApi(by_kind([s["near_cell"], s["chicago_cell"]], [s["other_ea"]]))
-    c = client(api)
-    cache = alt.Cache()
-    first = cache.get_or_find(c, s["closed"], "2026-11-25T09:00:05", HER, limit=1)
-    for _ in range(100):  # a digest run: many subscribers at the same place
-        again = cache.get_or_find(c, s["closed"], "2026-11-25T09:00:05", HER, limit=3)
-    assert len(api.requests) == 2
-    assert [a.nct_id for a in first.alternatives] == [nct(s["near_cell"])]
-    assert [a.nct_id for a in again.alternatives] == [nct(s["near_cell"]), nct(s["chicago_cell"])]
-    cache.get_or_find(c, s["closed"], "2026-11-25T09:00:05", None)  # another place: asked
-    cache.get_or_find(c, s["closed"], "2026-11-26T09:00:05", HER)  # a data refresh: asked again
-    assert len(api.requests) == 6
-    assert len(cache) == 1  # entries of the older refresh are dropped
-
-
-def test_cache_keeps_no_failed_answer():
-    s = scene()
-    fail = {"on": True}
-
-    def answer(p):
-        if fail["on"]:
-            return httpx.Response(503, text="down")
-        return [s["near_cell"]] if p.get("filter.overallStatus") != "AVAILABLE" else []
-
-    c = client(FakeApi(answer))
-    cache = alt.Cache()
-    with pytest.raises(CtgovError):
-        cache.get_or_find(c, s["closed"], "ts", HER)
-    fail["on"] = False
-    assert [a.nct_id for a in cache.get_or_find(c, s["closed"], "ts", HER).alternatives] == [nct(s["near_cell"])]
-
-
 def test_a_record_without_a_condition_asks_nothing():
     r = trial(CLOSED)
     r["protocolSection"]["conditionsModule"] = {}

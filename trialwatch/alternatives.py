@@ -28,7 +28,6 @@ read the answer. The poll's per-trial answer for pages and digests is stored by 
 from __future__ import annotations
 
 import re
-import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -379,43 +378,3 @@ def find(client: "Client", record: dict, place: "Place | None" = None, limit: in
     result.expanded_access = _expanded_access(q, ea_records, record, own)
     result.requests = client.stats.requests - before
     return result.limited(limit)
-
-
-class Cache:
-    """Answers per (nct_id, place, radius, data_timestamp), kept in memory for one process.
-
-    A digest run asks ``get_or_find`` for each closed trial and subscriber place; the registry
-    is asked once per key, however many subscribers share it. Keyed by the registry's
-    ``dataTimestamp``: after a data refresh the next poll asks again. A failed search is not
-    cached (the next caller asks again) and never answered from an older entry."""
-
-    def __init__(self) -> None:
-        self._answers: dict[tuple, Alternatives] = {}
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
-
-    @staticmethod
-    def key(nct_id: str, place: "Place | None", within_miles: float, data_timestamp: str) -> tuple:
-        where = None if place is None else (round(place.lat, 3), round(place.lon, 3), float(within_miles))
-        return (nct_id, where, data_timestamp)
-
-    def get_or_find(self, client: "Client", record: dict, data_timestamp: str, place: "Place | None" = None,
-                    limit: int = DEFAULT_LIMIT, *, within_miles: float = DEFAULT_WITHIN_MILES) -> Alternatives:
-        k = self.key(nct_of(record), place, within_miles, data_timestamp)
-        with self._lock:
-            hit = self._answers.get(k)
-        if hit is not None:
-            self.hits += 1
-            return hit.limited(limit)
-        self.misses += 1
-        full = find(client, record, place, limit=MAX_RESULTS, within_miles=within_miles)
-        with self._lock:
-            # Entries of an older data refresh can never be asked for again.
-            for old in [x for x in self._answers if x[2] != data_timestamp]:
-                del self._answers[old]
-            self._answers[k] = full
-        return full.limited(limit)
-
-    def __len__(self) -> int:
-        return len(self._answers)

@@ -176,18 +176,6 @@ class OutboxOps:
         with self.session() as s:
             return s.get(Message, mid)
 
-    def claim_message(self, mid: int, lease_until: dt.datetime) -> Claimed | None:
-        """Move one message from queued to sending with a lease (counting a try), committed. None
-        when another sender took it first: only one process can move a row out of 'queued'."""
-        with self.session() as s, s.begin():
-            res = s.execute(update(Message).where(Message.id == mid, Message.state == "queued")
-                            .values(state="sending", lease_until=lease_until, attempts=Message.attempts + 1))
-            if res.rowcount != 1:
-                return None
-            m = s.get(Message, mid)
-            return Claimed(m.id, m.channel, m.recipient, m.rfc_message_id, m.subject, m.body, m.attempts,
-                           m.created_at, m.next_attempt_at)
-
     def queued_message_ids(self, now: dt.datetime, *, due_only: bool) -> list[int]:
         """The ids of queued messages (due ones only when ``due_only``), oldest first: the
         bodies stay in the database until a batch is claimed."""
@@ -198,8 +186,8 @@ class OutboxOps:
             return list(s.scalars(q.order_by(Message.id)))
 
     def claim_messages(self, ids: list[int], lease_until: dt.datetime) -> list[Claimed]:
-        """``claim_message`` for a batch, in one transaction: the ones still queued move to
-        sending with the lease (a try counted); those another sender took are left out."""
+        """Claim a batch in one transaction: the ones still queued move to sending with the lease
+        (a try counted); those another sender took are left out."""
         if not ids:
             return []
         with self.session() as s, s.begin():
@@ -214,8 +202,8 @@ class OutboxOps:
             return [Claimed(*r) for r in rows]
 
     def settle_messages(self, outcomes: list[tuple[int, dict[str, Any]]]) -> None:
-        """``settle_message`` for a batch, in one transaction; messages with the same outcome
-        (every one delivered) in one statement."""
+        """Record the outcomes of a batch's tries (only of messages still ours) in one
+        transaction; messages with the same outcome (every one delivered) in one statement."""
         by_values: dict[tuple, list[int]] = {}
         for mid, values in outcomes:
             by_values.setdefault(tuple(sorted(values.items())), []).append(mid)
@@ -225,11 +213,6 @@ class OutboxOps:
             for values, mids in by_values.items():
                 s.execute(update(Message).where(Message.id.in_(mids), Message.state == "sending")
                           .values(**dict(values)).execution_options(synchronize_session=False))
-
-    def settle_message(self, mid: int, values: dict[str, Any]) -> None:
-        """Record the outcome of a claimed message's try (only while it is still ours)."""
-        with self.session() as s, s.begin():
-            s.execute(update(Message).where(Message.id == mid, Message.state == "sending").values(**values))
 
     def fail_queued(self, mid: int, error: str) -> bool:
         """Mark a still-queued message failed for good; False when it is no longer queued."""
