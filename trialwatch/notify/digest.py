@@ -419,6 +419,9 @@ def _stopped_recruiting(cs: list[ChangeRow]) -> bool:
     return any(_is_status(c) and c.new_value in NOT_RECRUITING for c in cs)
 
 
+_CONFIG_LOCATIONS = ("config locations",)  # a key of the per-send cache no place text can be
+
+
 def her_place(config: "Config", sub: Subscriber, cache: dict | None = None) -> Any:
     """Where she refers from: her config entry's ``location``, else the one she saved on the
     web (``subscribers.location``), resolved offline; None when unknown. Resolutions are kept
@@ -426,11 +429,15 @@ def her_place(config: "Config", sub: Subscriber, cache: dict | None = None) -> A
     from ..errors import PlaceError
     from ..places import resolve
 
-    text = next((sc.location for sc in config.subscribers if (sc.address or sc.email) == sub.address
-                 and sc.location is not None), None) or getattr(sub, "location", None)
+    cache = {} if cache is None else cache
+    # The config's locations by address, built once a send (not a scan of the file per digest).
+    by_address = cache.get(_CONFIG_LOCATIONS)
+    if by_address is None:
+        by_address = cache[_CONFIG_LOCATIONS] = {
+            sc.address or sc.email: sc.location for sc in config.subscribers if sc.location is not None}
+    text = by_address.get(sub.address) or getattr(sub, "location", None)
     if text is None or not isinstance(text, str):
         return text  # already a Place (validated config) or nothing
-    cache = {} if cache is None else cache
     if text not in cache:
         try:
             cache[text] = resolve(text)
