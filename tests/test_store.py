@@ -233,12 +233,14 @@ def test_a_writer_that_loses_the_race_with_different_content_stores_its_version_
 
 def test_a_batch_is_written_in_short_transactions(store, monkeypatch):
     # A page of 100 changed records held SQLite's only write lock for over a second, and every
-    # sign-up waited behind it. Each write transaction now carries at most WRITE_CHUNK records.
+    # sign-up waited behind it. Each write transaction now carries at most WRITE_CHUNK records
+    # that change a trial's chain, or FIRSTS_CHUNK first versions (inserts only, ~7 ms for 100).
     from sqlalchemy import event
 
-    from corpus import clones
+    from corpus import change_status, clones
 
-    records = clones(45)
+    n = st.FIRSTS_CHUNK + 5
+    records = clones(n)
     per_commit: list[int] = []
     pending = [0]
 
@@ -253,9 +255,40 @@ def test_a_batch_is_written_in_short_transactions(store, monkeypatch):
         pending[0] = 0
 
     results = store.record_fetches(records)
-    assert all(r.stored for r in results) and counts(store)["snapshots"] == 45
-    written = [n for n in per_commit if n]
-    assert sum(written) == 45 and max(written) <= st.WRITE_CHUNK < 45
+    assert all(r.stored and r.first for r in results) and counts(store)["snapshots"] == n
+    written = [k for k in per_commit if k]
+    assert sum(written) == n and max(written) == st.FIRSTS_CHUNK
+
+    per_commit.clear()
+    changed = [change_status(r, "SUSPENDED", updated="2026-11-25") for r in records]
+    results = store.record_fetches(changed)
+    assert all(r.stored and r.changes for r in results) and counts(store)["snapshots"] == 2 * n
+    written = [k for k in per_commit if k]
+    assert sum(written) == n and max(written) <= st.WRITE_CHUNK < n
+
+
+def test_a_page_of_first_versions_costs_the_same_few_statements_whatever_its_size(store):
+    # A first poll of 10,000 trials read each chunk of 20 twice (before and under the lock) and
+    # wrote it in its own transaction: statements grew with the page. Now a page is read once
+    # and its first versions are written in bulk, in one transaction up to FIRSTS_CHUNK.
+    from sqlalchemy import event
+
+    from corpus import clones
+
+    records = clones(st.FIRSTS_CHUNK + 20)
+    statements: list[str] = []
+
+    @event.listens_for(store.engine, "before_cursor_execute")
+    def seen(conn, cursor, statement, params, context, executemany):  # noqa: ANN001
+        statements.append(statement.split(None, 1)[0].upper())
+
+    def cost(page: list[dict]) -> int:
+        statements.clear()
+        assert all(r.first and r.stored for r in store.record_fetches(page))
+        return len([x for x in statements if x in ("SELECT", "INSERT", "UPDATE")])
+
+    small, large = cost(records[:20]), cost(records[20:])
+    assert small == large <= 8
 
 
 def test_a_read_session_never_takes_the_write_lock(store, record):
