@@ -143,14 +143,16 @@ class SnapshotOps:
                 # The costly part (split, compression, diff) before the write lock, not under it.
                 work = self._prework(preps, ignore)
             with self.session() as s, s.begin():
-                # Each trial's newest seq now, under the write lock (columns only): a trial
-                # with none, as when its work was prepared, is a first version; any other
-                # goes through _store_one, which checks its work against this latest.
-                seqs = dict(s.execute(select(Snapshot.nct_id, func.max(Snapshot.seq))
-                                      .where(Snapshot.nct_id.in_(ids)).group_by(Snapshot.nct_id)).all())
+                # Prepared as first versions, and still without a snapshot now, under the
+                # write lock (one query, columns only): inserted in bulk. Any other record
+                # goes through _store_one, which checks its work against the latest snapshot.
                 firsts = [n for n, (p, req) in enumerate(zip(preps, requested))
-                          if p.nct_id not in seqs and (w := work.get(p.nct_id)) is not None
-                          and w.latest_id is None and not (req and req != p.nct_id)]
+                          if (w := work.get(p.nct_id)) is not None and w.latest_id is None
+                          and not (req and req != p.nct_id)]
+                if firsts:
+                    seqs = dict(s.execute(select(Snapshot.nct_id, func.max(Snapshot.seq)).where(
+                        Snapshot.nct_id.in_([preps[n].nct_id for n in firsts])).group_by(Snapshot.nct_id)).all())
+                    firsts = [n for n in firsts if preps[n].nct_id not in seqs]
                 out: list[Recorded | None] = [None] * len(preps)
                 for n, res in zip(firsts, self._store_firsts(s, [preps[n] for n in firsts], at, linked_from, work)):
                     out[n] = res
