@@ -59,6 +59,70 @@ def test_canonical_leaves_its_input_alone_and_shares_nothing_with_it(path):
     assert raw == before
 
 
+def reference_canonical(node, path=""):  # noqa: ANN001, ANN201
+    """The canonical form as it was first written (dotted path strings, every node copied):
+    the definition every stored content hash was made with. Kept here so a faster form can
+    never drift from it: a drift would be a false change for every stored trial."""
+    if isinstance(node, dict):
+        return {k: reference_canonical(v, f"{path}.{k}" if path else k) for k, v in node.items()
+                if (f"{path}.{k}" if path else k) not in record.CHURN_PATHS}
+    if isinstance(node, list):
+        items = [reference_canonical(v, path) for v in node]
+        key = lambda x: json.dumps(x, sort_keys=True, ensure_ascii=False)  # noqa: E731
+        return sorted(items, key=key) if path in record.UNORDERED_LISTS else items
+    return node
+
+
+def reference_bytes(r: dict) -> bytes:
+    return json.dumps(r, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+@pytest.mark.parametrize("path", RECORDS, ids=lambda p: p.stem)
+def test_the_canonical_view_is_the_canonical_form_byte_for_byte_and_copies_nothing_it_keeps(path):
+    raw = json.loads(path.read_text())
+    before = copy.deepcopy(raw)
+    view = record.canonical_view(raw)
+    want = reference_bytes(reference_canonical(raw))
+    assert record.canonical_json(view) == record.canonical_json(record.canonical(raw)) == want
+    assert raw == before
+    # What the canonical form leaves alone is the record's own object: no copy to make.
+    assert view["protocolSection"]["descriptionModule"] is raw["protocolSection"]["descriptionModule"]
+    assert view["protocolSection"]["statusModule"] is not raw["protocolSection"]["statusModule"]  # churn dropped
+
+
+def crafted() -> list[dict]:
+    """Shapes no real record has, where a tree of paths could part from the joined strings:
+    keys holding dots or empty, lists of lists and of mixed items at a sorted path, strings
+    that sort differently once JSON-escaped (a quote, a backslash, a control character, a
+    prefix of another)."""
+    r = {"protocolSection": {"identificationModule": {"nctId": "NCT04267848"},
+                             "statusModule": {"overallStatus": "RECRUITING",
+                                              "lastUpdatePostDateStruct": {"date": "2026-01-15"}},
+                             "descriptionModule": {"briefSummary": "kept as it is"}},
+         "derivedSection": {"miscInfoModule": {}}}
+    ps = r["protocolSection"]
+    ps.setdefault("conditionsModule", {})["conditions"] = [
+        "Cancer Pain", "Cancer", 'Cancer "B"', "Cancer\\x", "Cancer\n", "cancer", "Éa", 3, None, ["b", "a"],
+        {"z": 1, "a": [2, 1]}]
+    ps["conditionsModule"]["keywords"] = [["z", "a"], ["c", ["y", "x"]]]
+    ps["statusModule.lastUpdateSubmitDate"] = "dropped at the joined path"
+    ps["statusModule"]["lastUpdateSubmitDate"] = "2026-01-01"
+    ps["contactsLocationsModule.locations"] = [{"city": "B"}, {"city": "A", "contacts": [{"n": 2}, {"n": 1}]}]
+    ps[""] = {"conditionsModule": {"conditions": ["b", "a"]}}
+    r[""] = {"derivedSection": 1, "protocolSection": {"conditionsModule": {"conditions": ["b", "a"]}}}
+    r["protocolSection.designModule"] = {"phases": ["PHASE3", "PHASE1"]}
+    r["protocolSection"]["designModule"] = [{"phases": ["PHASE2", "PHASE1"]}, "x"]
+    r["resultsSection"] = {"protocolSection": {"conditionsModule": {"conditions": ["b", "a"]}}}
+    return [r, {"": {"": {"derivedSection": 1}}, ".": [], "a.": {"b": 1}}]
+
+
+@pytest.mark.parametrize("raw", crafted(), ids=["record", "keys"])
+def test_crafted_shapes_keep_the_canonical_form_they_always_had(raw):
+    want = reference_bytes(reference_canonical(raw))
+    assert record.canonical_json(record.canonical(raw)) == want
+    assert record.canonical_json(record.canonical_view(raw)) == want
+
+
 def test_get_walks_dotted_paths_and_defaults():
     r = load("NCT04267848")
     assert record.get(r, "protocolSection.statusModule.overallStatus") == "RECRUITING"

@@ -214,14 +214,14 @@ def test_a_writer_that_loses_the_race_with_different_content_stores_its_version_
     real = st.Store._store_batch
     calls = []
 
-    def racing(self, preps, requested, at, ignore, linked_from):
+    def racing(self, preps, requested, at, ignore, linked_from, work=None):
         calls.append(preps)
         if len(calls) == 1:
             # The other writer commits its version between our read and our insert, and our
             # insert meets UNIQUE(nct_id, seq).
             real(self, [st.Prepared.of(winner)], [None], at, ignore, linked_from)
             raise IntegrityError("INSERT INTO snapshots", {}, Exception("UNIQUE constraint failed"))
-        return real(self, preps, requested, at, ignore, linked_from)
+        return real(self, preps, requested, at, ignore, linked_from, work=work)
 
     monkeypatch.setattr(st.Store, "_store_batch", racing)
     res = store.record_fetch(loser)
@@ -231,14 +231,64 @@ def test_a_writer_that_loses_the_race_with_different_content_stores_its_version_
     assert counts(store)["snapshots"] == 3
 
 
+def test_a_first_version_that_another_writer_stored_first_becomes_the_second(store, record, monkeypatch):
+    """A page's first versions are prepared before the write lock; a trial that got its first
+    snapshot in between (a `check` beside the poll) is no longer a first: it is diffed."""
+    mine = record("NCT03934567")
+    theirs = record("NCT03934567")
+    theirs["protocolSection"]["statusModule"]["overallStatus"] = "RECRUITING"
+    real = st.Store._prework
+
+    def prepared_then_beaten(self, preps, ignore):
+        work = real(self, preps, ignore)
+        if preps and preps[0].digest != st.Prepared.of(theirs).digest:
+            monkeypatch.setattr(st.Store, "_prework", real)
+            store.record_fetch(theirs)  # commits between our read and our write
+        return work
+
+    monkeypatch.setattr(st.Store, "_prework", prepared_then_beaten)
+    res = store.record_fetch(mine)
+    assert res.stored and not res.first
+    assert [(c.field, c.old_value, c.new_value) for c in res.changes] == [
+        ("overall_status", "RECRUITING", "ACTIVE_NOT_RECRUITING")]
+    snaps, _ = store.history("NCT03934567")
+    assert [x.seq for x in snaps] == [1, 2]
+
+
+def test_a_record_the_diff_refuses_spoils_no_other_record_of_its_page(store, monkeypatch):
+    """A page is prepared in one pass: one record whose diff raises gets no prepared work and
+    fails alone, reported; the others are stored with their changes."""
+    from corpus import change_status, clones
+    from trialwatch.store import snapshots
+
+    records = clones(5)
+    store.record_fetches(records)
+    bad = records[2]["protocolSection"]["identificationModule"]["nctId"]
+    real = snapshots.diff
+
+    def refusing(old, new, **kw):  # noqa: ANN001, ANN003
+        if new["protocolSection"]["identificationModule"]["nctId"] == bad:
+            raise ValueError("a record this diff cannot read")
+        return real(old, new, **kw)
+
+    monkeypatch.setattr(snapshots, "diff", refusing)
+    results = store.record_fetches([change_status(r, "SUSPENDED", updated="2026-11-25") for r in records])
+    assert [r.nct_id for r in results if r.error] == [bad]
+    assert "a record this diff cannot read" in results[2].error
+    assert all(r.stored and r.changes for n, r in enumerate(results) if n != 2)
+    assert counts(store)["snapshots"] == 5 + 4
+
+
 def test_a_batch_is_written_in_short_transactions(store, monkeypatch):
     # A page of 100 changed records held SQLite's only write lock for over a second, and every
-    # sign-up waited behind it. Each write transaction now carries at most WRITE_CHUNK records.
+    # sign-up waited behind it. Each write transaction now carries at most WRITE_CHUNK records
+    # that change a trial's chain, or FIRSTS_CHUNK first versions (inserts only, ~7 ms for 100).
     from sqlalchemy import event
 
-    from corpus import clones
+    from corpus import change_status, clones
 
-    records = clones(45)
+    n = st.FIRSTS_CHUNK + 5
+    records = clones(n)
     per_commit: list[int] = []
     pending = [0]
 
@@ -253,9 +303,40 @@ def test_a_batch_is_written_in_short_transactions(store, monkeypatch):
         pending[0] = 0
 
     results = store.record_fetches(records)
-    assert all(r.stored for r in results) and counts(store)["snapshots"] == 45
-    written = [n for n in per_commit if n]
-    assert sum(written) == 45 and max(written) <= st.WRITE_CHUNK < 45
+    assert all(r.stored and r.first for r in results) and counts(store)["snapshots"] == n
+    written = [k for k in per_commit if k]
+    assert sum(written) == n and max(written) == st.FIRSTS_CHUNK
+
+    per_commit.clear()
+    changed = [change_status(r, "SUSPENDED", updated="2026-11-25") for r in records]
+    results = store.record_fetches(changed)
+    assert all(r.stored and r.changes for r in results) and counts(store)["snapshots"] == 2 * n
+    written = [k for k in per_commit if k]
+    assert sum(written) == n and max(written) <= st.WRITE_CHUNK < n
+
+
+def test_a_page_of_first_versions_costs_the_same_few_statements_whatever_its_size(store):
+    # A first poll of 10,000 trials read each chunk of 20 twice (before and under the lock) and
+    # wrote it in its own transaction: statements grew with the page. Now a page is read once
+    # and its first versions are written in bulk, in one transaction up to FIRSTS_CHUNK.
+    from sqlalchemy import event
+
+    from corpus import clones
+
+    records = clones(st.FIRSTS_CHUNK + 20)
+    statements: list[str] = []
+
+    @event.listens_for(store.engine, "before_cursor_execute")
+    def seen(conn, cursor, statement, params, context, executemany):  # noqa: ANN001
+        statements.append(statement.split(None, 1)[0].upper())
+
+    def cost(page: list[dict]) -> int:
+        statements.clear()
+        assert all(r.first and r.stored for r in store.record_fetches(page))
+        return len([x for x in statements if x in ("SELECT", "INSERT", "UPDATE")])
+
+    small, large = cost(records[:20]), cost(records[20:])
+    assert small == large <= 8
 
 
 def test_a_read_session_never_takes_the_write_lock(store, record):

@@ -28,6 +28,8 @@ from ..errors import StoreError
 from .engine import (
     READ_ONLY,
     SCHEMA_REVISION,
+    CHUNK_BYTES,
+    FIRSTS_CHUNK,
     WRITE_CHUNK,
     alembic_config,
     safe_url,
@@ -78,7 +80,7 @@ from .watch import WatchOps
 DATABASE_ERRORS: tuple[type[Exception], ...] = (StoreError, SQLAlchemyError)
 
 __all__ = [
-    "DATABASE_ERRORS", "NOT_RECRUITING", "REGISTRY_SEQ_BASE", "AlternativesCache", "SCHEMA_REVISION", "IndexPage", "IndexRow", "PageStamp", "SearchPageData", "WRITE_CHUNK", "Base", "Blob", "ChangeRow", "Lock", "Message",
+    "DATABASE_ERRORS", "NOT_RECRUITING", "REGISTRY_SEQ_BASE", "AlternativesCache", "SCHEMA_REVISION", "IndexPage", "IndexRow", "PageStamp", "SearchPageData", "WRITE_CHUNK", "FIRSTS_CHUNK", "CHUNK_BYTES", "Base", "Blob", "ChangeRow", "Lock", "Message",
     "OutboxRow", "Poll", "RateEvent", "Recorded", "RegistryHistory", "RegistryVersion", "SavedSearchRun",
     "SearchMember", "Snapshot", "Store", "Subscriber", "Subscription", "Trial", "TrialAlias", "current_revision",
     "head_revision", "make_engine", "migrations_dir", "open_store", "seam_diff", "upgrade", "utcnow",

@@ -179,6 +179,11 @@ READ_ONLY = "trialwatch_read_only"
 # Records stored per write transaction: a changed record costs ~10 ms of diff and compression
 # inside it, so 20 hold SQLite's single write lock for a fraction of a second.
 WRITE_CHUNK = 20
+# A trial's first version is only inserts: a chunk holds up to 100 of them (a first poll's page
+# of 100 in one transaction, ~7 ms of lock), and up to CHUNK_BYTES of new compressed parts (the
+# first version of a 1,000-site trial is ~57 KB of them).
+FIRSTS_CHUNK = 100
+CHUNK_BYTES = 2_000_000
 
 
 class StoreSession(Session):

@@ -45,14 +45,27 @@ def _chunks(items: list) -> list[list]:
     return [c for c in out if c]
 
 
+_KEYS: dict[str, bytes] = {}
+
+
+def _key_json(key: str) -> bytes:
+    """``"key":`` as canonical JSON writes it. The few section and module names are encoded
+    once per process, not once per record (a bounded cache: record keys are outside text)."""
+    out = _KEYS.get(key)
+    if out is None:
+        out = json.dumps(key, ensure_ascii=False).encode() + b":"
+        if len(_KEYS) < 256:
+            _KEYS[key] = out
+    return out
+
+
 def encode_parts(canon: dict) -> tuple[bytes, dict[tuple[str, str], bytes]]:
     """``rec.canonical_json(canon)`` and, on the way, the canonical JSON of each value that
     ``split_parts`` stores as a part (keyed ``("", key)`` at the top, ``("protocolSection", module)``
     below): the record is then dumped once, not once whole and again part by part."""
     def obj(items: dict[str, bytes]) -> bytes:
         # What json.dumps(sort_keys=True, separators=(",", ":")) writes for a dict of these values.
-        return b"{" + b",".join(json.dumps(k, ensure_ascii=False).encode() + b":" + items[k]
-                                for k in sorted(items)) + b"}"
+        return b"{" + b",".join([_key_json(k) + items[k] for k in sorted(items)]) + b"}"
 
     parts: dict[tuple[str, str], bytes] = {}
     top: dict[str, bytes] = {}

@@ -92,7 +92,10 @@ class Prepared:
             raise StoreError("refusing to store a body that is not a study record")
         from .parts import encode_parts
 
-        canon = rec.canonical(record)
+        # A view, not a copy: what the canonical form leaves alone stays the record's own
+        # objects (nothing here or in the diff changes either; a diff with ``ignore`` prunes
+        # its own copies). Copying every record cost a first poll of 10,000 trials ~0.5 s.
+        canon = rec.canonical_view(record)
         body, encoded = encode_parts(canon)
         problems: list[str] = []
         return cls(nct_id=rec.nct_of(record), canon=canon, body=body, encoded=encoded,

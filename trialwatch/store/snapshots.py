@@ -12,12 +12,12 @@ from sqlalchemy import (
     func,
     select,
 )
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from ..diff import SEVERITY_RANK, Change, diff
 from ..errors import StoreError
-from .engine import WRITE_CHUNK
+from .engine import CHUNK_BYTES, FIRSTS_CHUNK, WRITE_CHUNK
 from .models import Blob, ChangeRow, OutboxRow, SearchMember, Snapshot, Subscriber, Subscription, Trial, utcnow
 from .parts import insert_blobs, join_parts, part_hashes, part_loader, put_blobs, read_blob, split_parts
 from .records import (
@@ -78,12 +78,23 @@ class SnapshotOps:
             except Exception as e:  # noqa: BLE001 - one unreadable record is reported, not fatal
                 out[i] = Recorded(nct_id=nct_or_unknown(r), snapshot_id=None, first=False, stored=False,
                                   error=f"not stored: {error_reason(e)}")
-        for start in range(0, len(preps), WRITE_CHUNK):
-            chunk = preps[start:start + WRITE_CHUNK]
+        # The reads and the costly part (split, compression, diff) for the whole batch, in one
+        # read transaction before any write lock: two queries for a page, not two a chunk.
+        work: dict[str, Work] | None
+        try:
+            work = self._prework([p for _, p in preps], ignore)
+        except OperationalError as e:
+            raise StoreError(f"database error while reading {len(preps)} trials: {e.orig}") from None
+        except StoreError:
+            raise
+        except Exception:  # noqa: BLE001 - each chunk prepares its own, and fails alone if it must
+            log.warning("preparing %d records failed; preparing them chunk by chunk", len(preps), exc_info=True)
+            work = None
+        for chunk in _write_chunks(preps, work or {}):
             raced = False
             try:
                 done = self._store_batch([p for _, p in chunk], [requested[i] for i, _ in chunk], at, ignore,
-                                         linked_from)
+                                         linked_from, work=work)
             except StoreError:
                 raise
             except Exception as e:  # noqa: BLE001 - retried record by record below
@@ -124,60 +135,76 @@ class SnapshotOps:
         raise AssertionError("unreachable")
 
     def _store_batch(self, preps: list["Prepared"], requested: list[str | None], at: dt.datetime,
-                     ignore: Sequence[str], linked_from: str | None) -> list["Recorded"]:
+                     ignore: Sequence[str], linked_from: str | None,
+                     work: dict[str, "Work"] | None = None) -> list["Recorded"]:
         ids = list({p.nct_id for p in preps})
         try:
-            # The costly part (split, compression, diff) before the write lock, not under it.
-            work = self._prework(preps, ignore)
+            if work is None:
+                # The costly part (split, compression, diff) before the write lock, not under it.
+                work = self._prework(preps, ignore)
             with self.session() as s, s.begin():
-                trials = {t.nct_id: t for t in s.scalars(select(Trial).where(Trial.nct_id.in_(ids)))}
-                newest = select(Snapshot.nct_id, func.max(Snapshot.seq).label("seq")) \
-                    .where(Snapshot.nct_id.in_(ids)).group_by(Snapshot.nct_id).subquery()
-                latest = {x.nct_id: x for x in s.scalars(select(Snapshot).join(
-                    newest, (Snapshot.nct_id == newest.c.nct_id) & (Snapshot.seq == newest.c.seq)))}
-                # A trial's first version (no snapshot yet, prepared before the lock): bulk
-                # inserts for the whole chunk, no ORM object and no flush per record.
+                # Prepared as first versions, and still without a snapshot now, under the
+                # write lock (one query, columns only): inserted in bulk. Any other record
+                # goes through _store_one, which checks its work against the latest snapshot.
                 firsts = [n for n, (p, req) in enumerate(zip(preps, requested))
-                          if p.nct_id not in latest and (w := work.get(p.nct_id)) is not None
-                          and w.latest_id is None and not (req and req != p.nct_id)]
+                          if (w := work.get(p.nct_id)) is not None and w.latest_id is None
+                          and not (req and req != p.nct_id)]
+                if firsts:
+                    seqs = dict(s.execute(select(Snapshot.nct_id, func.max(Snapshot.seq)).where(
+                        Snapshot.nct_id.in_([preps[n].nct_id for n in firsts])).group_by(Snapshot.nct_id)).all())
+                    firsts = [n for n in firsts if preps[n].nct_id not in seqs]
                 out: list[Recorded | None] = [None] * len(preps)
-                for n, res in zip(firsts, self._store_firsts(s, [preps[n] for n in firsts], at, linked_from,
-                                                             trials, work)):
+                for n, res in zip(firsts, self._store_firsts(s, [preps[n] for n in firsts], at, linked_from, work)):
                     out[n] = res
-                # Flushes happen where this code asks for them, not before every query.
-                with s.no_autoflush:
-                    for n, (p, req) in enumerate(zip(preps, requested)):
-                        if out[n] is None:
-                            out[n] = self._store_one(s, p, req, at, ignore, linked_from, trials, latest,
-                                                     work.get(p.nct_id))
+                rest = [n for n in range(len(preps)) if out[n] is None]
+                if rest:
+                    self._store_rest(s, preps, requested, rest, out, at, ignore, linked_from, work)
                 return out  # type: ignore[return-value]
         except OperationalError as e:
             raise StoreError(f"database error while storing {', '.join(ids[:3])}: {e.orig}") from None
 
+    def _store_rest(self, s: Session, preps: list["Prepared"], requested: list[str | None], rest: list[int],
+                    out: list["Recorded | None"], at: dt.datetime, ignore: Sequence[str],
+                    linked_from: str | None, work: dict[str, "Work"]) -> None:
+        """The records of a chunk that are not first versions (or have no prepared work), one
+        by one against their trial row and latest snapshot, read here in two queries."""
+        ids = list({preps[n].nct_id for n in rest})
+        trials = {t.nct_id: t for t in s.scalars(select(Trial).where(Trial.nct_id.in_(ids)))}
+        newest = select(Snapshot.nct_id, func.max(Snapshot.seq).label("seq")) \
+            .where(Snapshot.nct_id.in_(ids)).group_by(Snapshot.nct_id).subquery()
+        latest = {x.nct_id: x for x in s.scalars(select(Snapshot).join(
+            newest, (Snapshot.nct_id == newest.c.nct_id) & (Snapshot.seq == newest.c.seq)))}
+        # Flushes happen where this code asks for them, not before every query.
+        with s.no_autoflush:
+            for n in rest:
+                p = preps[n]
+                out[n] = self._store_one(s, p, requested[n], at, ignore, linked_from, trials, latest,
+                                         work.get(p.nct_id))
+
     def _store_firsts(self, s: Session, preps: list["Prepared"], at: dt.datetime, linked_from: str | None,
-                      trials: dict[str, Trial], work: dict[str, "Work"]) -> list["Recorded"]:
+                      work: dict[str, "Work"]) -> list["Recorded"]:
         """First snapshots of trials never stored before, in a few statements for all of them:
         the new trials' rows, their blobs (ON CONFLICT DO NOTHING), their snapshots. A first
         snapshot is the silent baseline: no change, so no outbox row. A trial row that exists
-        without a snapshot (watched, or once gone) is updated like any other."""
-        from sqlalchemy import insert
+        without a snapshot (watched, or once gone) is updated, all of them in one statement.
+        No ORM object is made: a first poll of 10,000 trials is a few statements per chunk."""
+        from sqlalchemy import insert, update
 
         if not preps:
             return []
-        new_trials = []
-        for p in preps:
-            trial = trials.get(p.nct_id)
-            if trial is None:
-                new_trials.append({"nct_id": p.nct_id, "title": p.title, "overall_status": p.status,
-                                   "first_seen_at": at, "last_checked_at": at, "gone_at": None,
-                                   "linked_from": linked_from, "watched": False,
-                                   "problems": problems_text(p.problems)})
-            else:  # written by the unit of work at commit, batched with the others
-                trial.last_checked_at, trial.gone_at = at, None
-                trial.title, trial.overall_status = p.title, p.status
-                trial.problems = problems_text(p.problems)
+        ids = [p.nct_id for p in preps]
+        have = set(s.scalars(select(Trial.nct_id).where(Trial.nct_id.in_(ids))))
+        new_trials = [{"nct_id": p.nct_id, "title": p.title, "overall_status": p.status,
+                       "first_seen_at": at, "last_checked_at": at, "gone_at": None,
+                       "linked_from": linked_from, "watched": False, "problems": problems_text(p.problems)}
+                      for p in preps if p.nct_id not in have]
         if new_trials:
             s.execute(insert(Trial), new_trials)
+        if have:  # ORM bulk UPDATE by primary key: one executemany
+            s.execute(update(Trial), [{"nct_id": p.nct_id, "last_checked_at": at, "gone_at": None,
+                                       "title": p.title, "overall_status": p.status,
+                                       "problems": problems_text(p.problems)}
+                                      for p in preps if p.nct_id in have])
         blob_rows: dict[str, dict] = {}
         for p in preps:
             for row in work[p.nct_id].blob_rows:
@@ -187,9 +214,9 @@ class SnapshotOps:
                                       "overall_status": p.status, "last_update_posted": p.last_update_posted}
                                      for p in preps])
         # Their ids in one read (RETURNING in parameter order is a statement per row on SQLite).
-        ids = dict(s.execute(select(Snapshot.nct_id, Snapshot.id).where(
-            Snapshot.nct_id.in_([p.nct_id for p in preps]), Snapshot.seq == 1)).all())
-        return [Recorded(nct_id=p.nct_id, snapshot_id=ids[p.nct_id], first=True, stored=True, changes=[])
+        snap_ids = dict(s.execute(select(Snapshot.nct_id, Snapshot.id).where(
+            Snapshot.nct_id.in_(ids), Snapshot.seq == 1)).all())
+        return [Recorded(nct_id=p.nct_id, snapshot_id=snap_ids[p.nct_id], first=True, stored=True, changes=[])
                 for p in preps]
 
     def _prework(self, preps: list["Prepared"], ignore: Sequence[str]) -> dict[str, "Work"]:
@@ -210,9 +237,15 @@ class SnapshotOps:
                 if counts[p.nct_id] != 1:
                     continue
                 latest_id, latest_hash, latest_source = latest.get(p.nct_id, (None, None, None))
-                if latest_hash != p.digest:  # unchanged: nothing costly to do
+                if latest_hash == p.digest:  # unchanged: nothing costly to do
+                    continue
+                try:
                     new, changes = _parts_and_changes(s, p, latest_hash, latest_source, ignore)
-                    pending[p.nct_id] = (latest_id, new, changes)
+                except (StoreError, SQLAlchemyError):
+                    raise
+                except Exception:  # noqa: BLE001 - a record the diff refuses: no work prepared for it,
+                    continue       # so it fails alone under the lock and is reported, the others stored
+                pending[p.nct_id] = (latest_id, new, changes)
             return _compressed_work(s, pending)
 
     def _store_one(self, s: Session, p: "Prepared", requested_id: str | None, at: dt.datetime,
@@ -361,6 +394,35 @@ class SnapshotOps:
     # -- the registry's history (trialwatch/history.py drives these) --------------------------
 
 
+def _write_chunks(preps: list[tuple[int, "Prepared"]], work: dict[str, "Work"]) -> list[list[tuple[int, "Prepared"]]]:
+    """The batch cut into write transactions, in order, each short: at most ``WRITE_CHUNK``
+    records that need more than inserts (a diff, changes, outbox rows, ORM updates), at most
+    ``FIRSTS_CHUNK`` records in all, and at most ``CHUNK_BYTES`` of new compressed parts. A
+    trial's first version is only inserts (~7 ms for 100 of them on SQLite), so a first poll
+    writes a page of 100 in one transaction where it took five."""
+    chunks: list[list[tuple[int, Prepared]]] = []
+    chunk: list[tuple[int, Prepared]] = []
+    heavy = size = 0
+    for item in preps:
+        w = work.get(item[1].nct_id)
+        first = w is not None and w.latest_id is None
+        grows = sum(len(r["body"]) for r in w.blob_rows) if w is not None else 0
+        if chunk and (len(chunk) >= FIRSTS_CHUNK or (not first and heavy >= WRITE_CHUNK)
+                      or size + grows > CHUNK_BYTES):
+            chunks.append(chunk)
+            chunk, heavy, size = [], 0, 0
+        chunk.append(item)
+        heavy += not first
+        size += grows
+    if chunk:
+        chunks.append(chunk)
+    return chunks
+
+
+# Values in one IN (...) list: well under SQLite's 32,766 and PostgreSQL's 65,535 parameters.
+_IN_MAX = 5000
+
+
 def _latest_versions(s: Session, ids: list[str]) -> dict[str, tuple[int, str, str | None]]:
     """Each trial's latest snapshot as (id, blob hash, source), in one query."""
     newest = select(Snapshot.nct_id, func.max(Snapshot.seq).label("seq")) \
@@ -389,8 +451,10 @@ def _parts_and_changes(s: Session, p: "Prepared", latest_hash: str | None, lates
 
 def _compressed_work(s: Session, pending: dict) -> dict[str, "Work"]:
     """One existence query for the whole chunk's new parts; each part is compressed once."""
-    wanted = {h for _, new, _ in pending.values() for h in new}
-    have = set(s.scalars(select(Blob.hash).where(Blob.hash.in_(list(wanted))))) if wanted else set()
+    wanted = list({h for _, new, _ in pending.values() for h in new})
+    have: set[str] = set()
+    for start in range(0, len(wanted), _IN_MAX):  # a page of 1,000 large records has more parts
+        have.update(s.scalars(select(Blob.hash).where(Blob.hash.in_(wanted[start:start + _IN_MAX]))))
     compressed: dict[str, dict] = {}
     out: dict[str, Work] = {}
     for nct_id, (latest_id, new, changes) in pending.items():
