@@ -3,9 +3,14 @@
 One `trialwatch serve` process on 127.0.0.1 over a SQLite (default) or PostgreSQL database of
 N watched trials (two polls first, the measured trial changing status in between; none during
 the measurement: pages change only after a poll).
-``--clients`` concurrent httpx clients (keep-alive) make ``--requests`` GETs of one target at a
-time; targets are interleaved round by round (floor, index, trial, feed, 304, floor, ...) so
-the noise of a shared machine falls on all of them alike, and each figure is the median over
+
+The load generator is ``wrk`` (a C program, its own process) when it is on PATH: ``--clients``
+keep-alive connections for ``--duration`` seconds per target; a Lua script counts the status
+codes and prints the latency percentiles. Without wrk (or with ``--client httpx``) it is
+``--clients`` Python httpx clients making ``--requests`` GETs, which on a small machine
+measures the clients as much as the server: the output says which one ran.
+Targets are interleaved round by round (floor, index, trial, feed, 304, floor, ...) so the
+noise of a shared machine falls on all of them alike, and each figure is the median over
 ``--rounds`` rounds. The floor: /static/style.css from the same server (no database).
 
     .venv/bin/python bench/bench_pages.py                          # N=1000, 20 clients, 5 rounds
@@ -26,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -64,11 +70,64 @@ async def hammer(base: str, path: str, n_requests: int, clients: int, headers: d
     return {"req_per_s": n_requests / wall, "p50_ms": pct(lat, 50) * 1000, "p99_ms": pct(lat, 99) * 1000,
             "codes": codes, "bytes": size[0]}
 
+# Counts status codes and body sizes per wrk thread; done() sums them and prints one JSON line.
+WRK_LUA = """
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) codes = {}; size = 0 end
+function response(status, headers, body)
+  codes[status] = (codes[status] or 0) + 1
+  size = #body
+end
+function done(summary, latency, requests)
+  local all, size = {}, 0
+  for _, t in ipairs(threads) do
+    for c, n in pairs(t:get("codes")) do all[tostring(c)] = (all[tostring(c)] or 0) + n end
+    size = t:get("size")
+  end
+  local parts = {}
+  for c, n in pairs(all) do table.insert(parts, string.format('"%s": %d', c, n)) end
+  local e = summary.errors
+  io.write(string.format(
+    'WRK-JSON {"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, "bytes": %d, '
+    .. '"errors": %d, "codes": {%s}}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), size,
+    e.connect + e.read + e.write + e.timeout, table.concat(parts, ", ")))
+end
+"""
+
+
+def wrk(base: str, path: str, seconds: int, clients: int, headers: dict | None, threads: int) -> dict:
+    """One wrk run against ``base + path``; the same figures as ``hammer``."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        for name, value in (headers or {}).items():
+            f.write(f"wrk.headers[{json.dumps(name)}] = {json.dumps(value)}\n")
+        f.write(WRK_LUA)
+        script = f.name
+    try:
+        done = subprocess.run(["wrk", "-t", str(min(threads, clients)), "-c", str(clients), "-d", f"{seconds}s",
+                               "--timeout", "60s", "-s", script, base + path],
+                              capture_output=True, text=True, check=True)
+    finally:
+        Path(script).unlink()
+    line = next(x for x in done.stdout.splitlines() if x.startswith("WRK-JSON "))
+    r = json.loads(line.removeprefix("WRK-JSON "))
+    if r["errors"]:
+        r["codes"]["error"] = r["errors"]
+    return {"req_per_s": r["requests"] / (r["duration_us"] / 1e6), "p50_ms": r["p50_us"] / 1000,
+            "p99_ms": r["p99_us"] / 1000, "codes": {int(k) if k.isdigit() else k: v for k, v in r["codes"].items()},
+            "bytes": r["bytes"]}
+
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1000, help="trials watched (default 1000)")
-    ap.add_argument("--requests", type=int, default=1000, help="requests per target per round")
+    ap.add_argument("--client", choices=("auto", "wrk", "httpx"), default="auto",
+                    help="load generator: wrk when on PATH (auto), or Python httpx clients")
+    ap.add_argument("--duration", type=int, default=5, help="wrk: whole seconds per target per round")
+    ap.add_argument("--wrk-threads", type=int, default=1, help="wrk: threads (each drives clients/threads)")
+    ap.add_argument("--requests", type=int, default=1000, help="httpx: requests per target per round")
     ap.add_argument("--clients", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--database", default=None, help="a database URL (default: SQLite in a temp dir)")
@@ -80,6 +139,17 @@ def main() -> int:
     args = ap.parse_args()
 
     import httpx
+
+    use_wrk = args.client == "wrk" or (args.client == "auto" and shutil.which("wrk") is not None)
+    if use_wrk and shutil.which("wrk") is None:
+        print("wrk is not on PATH", file=sys.stderr)
+        return 1
+
+    def measure(base: str, path: str, headers: dict | None, warm: bool = False) -> dict:
+        if use_wrk:
+            return wrk(base, path, 1 if warm else args.duration, args.clients, headers, args.wrk_threads)
+        return asyncio.run(hammer(base, path, 40 if warm else args.requests,
+                                  min(args.clients, 20) if warm else args.clients, headers))
 
     records = clones(args.n)
     ids = ids_of(records)
@@ -131,11 +201,11 @@ def main() -> int:
                     f"{prefix}304": (base, f"/trials/{trial}", {"if-none-match": etag} if etag else None),
                 })
             for base, path, headers in targets.values():  # warm-up, not measured
-                asyncio.run(hammer(base, path, 40, min(args.clients, 20), headers))
+                measure(base, path, headers, warm=True)
             runs: dict[str, list[dict]] = {k: [] for k in targets}
             for _ in range(args.rounds):
                 for name, (base, path, headers) in targets.items():
-                    runs[name].append(asyncio.run(hammer(base, path, args.requests, args.clients, headers)))
+                    runs[name].append(measure(base, path, headers))
         finally:
             for proc, _ in servers.values():
                 proc.terminate()
@@ -154,9 +224,13 @@ def main() -> int:
         rows[name] = {"req_per_s": med(name, "req_per_s"), "p50_ms": med(name, "p50_ms"),
                       "p99_ms": med(name, "p99_ms"), "floor_over_this": round(floor / med(name, "req_per_s"), 2),
                       "bytes": runs[name][-1]["bytes"], "codes": codes}
-    result = {"label": args.label, "n": args.n, "clients": args.clients, "requests": args.requests,
+    client = f"wrk -t{min(args.wrk_threads, args.clients)} -c{args.clients} -d{args.duration}s" if use_wrk \
+        else f"httpx x{args.clients}, {args.requests} requests"
+    result = {"label": args.label, "n": args.n, "clients": args.clients, "client": client,
+              "requests": None if use_wrk else args.requests, "duration_s": args.duration if use_wrk else None,
               "rounds": args.rounds, "database": "sqlite" if args.database is None else args.database.split(":")[0],
               "etag": has_etag, "rows": rows}
+    print(f"load generator: {client}; {args.rounds} rounds, medians; database {result['database']}")
     print(f"{'target':13} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'floor/x':>8} {'bytes':>8}  codes")
     for name, r in rows.items():
         print(f"{name:13} {r['req_per_s']:8.1f} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f} {r['floor_over_this']:8.2f} "
