@@ -309,3 +309,33 @@ def test_page_stamp_moves_with_every_write_a_page_shows_and_not_with_subscribers
 
 def test_if_none_match_star_does_not_answer_for_a_page_that_does_not_exist(client, stored):
     assert client.get("/trials/NCT00000001", headers={"if-none-match": "*"}).status_code == 404
+
+
+def test_the_served_connections_send_without_waiting_for_an_ack():
+    """`serve` binds its own socket. asyncio turns Nagle off (TCP_NODELAY) on an accepted
+    connection only when the listening socket says it is TCP; otherwise a response written as
+    headers then body waited ~40 ms for the client's delayed ACK."""
+    import asyncio
+    import socket
+
+    from trialwatch.web import listen_socket
+
+    async def nodelay_of_an_accepted_connection() -> int:
+        loop = asyncio.get_running_loop()
+        seen: asyncio.Future = loop.create_future()
+
+        class Probe(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                seen.set_result(transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                transport.close()
+
+        sock = listen_socket("127.0.0.1", 0)
+        server = await loop.create_server(Probe, sock=sock)
+        _, writer = await asyncio.open_connection(*sock.getsockname())
+        try:
+            return await asyncio.wait_for(seen, 30)
+        finally:
+            writer.close()
+            server.close()
+
+    assert asyncio.run(nodelay_of_an_accepted_connection())

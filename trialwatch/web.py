@@ -36,6 +36,8 @@ from .errors import InvalidNctId, UsageError
 from .web_forms import DIGESTS, MAX_CONFIRMS_PER_EMAIL, MAX_SUBSCRIBES_PER_CLIENT, FormPages  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:
+    import socket
+
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import Response
@@ -525,17 +527,27 @@ def _without_slash(request: "Request", routes: list) -> "Response | None":
     return RedirectResponse(location, status_code=307)
 
 
+def listen_socket(host: str, port: int) -> "socket.socket":
+    """A listening TCP socket whose ``proto`` says TCP. ``socket.create_server`` leaves it 0,
+    and asyncio turns Nagle off (TCP_NODELAY) only on accepted sockets whose proto is TCP: with
+    it on, a response written in two parts (headers, then body) waited for the client's delayed
+    ACK, about 40 ms, and the server answered ~450 requests a second instead of ~1,800."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family)
+    return socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, fileno=sock.detach())
+
+
 def serve(config: Config, host: str = "127.0.0.1", port: int = 8080, store: "Store | None" = None) -> None:
     """Run the app with uvicorn until interrupted. Behind a reverse proxy on the same machine,
     X-Forwarded-For from 127.0.0.1 is trusted (uvicorn's default; $FORWARDED_ALLOW_IPS widens
     it), so per-client rate limits see the real client rather than the proxy."""
-    import socket
-
     import uvicorn
 
     # Bind first: uvicorn reports a busy port by logging and exiting, which says nothing typed.
     try:
-        sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+        sock = listen_socket(host, port)
     except OSError as e:
         import os
 
