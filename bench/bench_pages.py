@@ -11,7 +11,8 @@ codes and prints the latency percentiles. Without wrk (or with ``--client httpx`
 measures the clients as much as the server: the output says which one ran.
 Targets are interleaved round by round (floor, index, trial, feed, 304, floor, ...) so the
 noise of a shared machine falls on all of them alike, and each figure is the median over
-``--rounds`` rounds. The floor: /static/style.css from the same server (no database).
+``--rounds`` rounds. The floor: /static/style.css from the same server (no database); a row's
+``floor/x`` is its own server's floor over the row's req/s.
 
     .venv/bin/python bench/bench_pages.py                          # N=1000, 20 clients, 5 rounds
     .venv/bin/python bench/bench_pages.py --src /tmp/old-trialwatch  # another checkout's package
@@ -218,9 +219,9 @@ def main() -> int:
             for prefix, (proc, base) in servers.items():
                 etag = httpx.get(f"{base}/trials/{trial}").headers.get("etag")
                 if prefix == "":
-                    targets["floor"] = (proc.pid, base, "/static/style.css", None)
                     has_etag = bool(etag)
                 targets.update({
+                    f"{prefix}floor": (proc.pid, base, "/static/style.css", None),
                     f"{prefix}index": (proc.pid, base, "/", None),
                     f"{prefix}trial": (proc.pid, base, f"/trials/{trial}", None),
                     f"{prefix}feed": (proc.pid, base, f"/trials/{trial}/feed.atom", None),
@@ -240,9 +241,9 @@ def main() -> int:
     def med(name: str, key: str, digits: int = 1) -> float:
         return round(statistics.median(r[key] for r in runs[name]), digits)
 
-    floor = med("floor", "req_per_s")
     rows = {}
     for name in targets:
+        floor = med(name[:name.find(":") + 1] + "floor", "req_per_s")  # its own server's floor
         codes: dict[str, int] = {}
         for r in runs[name]:
             for c, k in r["codes"].items():
