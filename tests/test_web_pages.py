@@ -309,3 +309,105 @@ def test_page_stamp_moves_with_every_write_a_page_shows_and_not_with_subscribers
 
 def test_if_none_match_star_does_not_answer_for_a_page_that_does_not_exist(client, stored):
     assert client.get("/trials/NCT00000001", headers={"if-none-match": "*"}).status_code == 404
+
+
+def test_the_served_connections_send_without_waiting_for_an_ack():
+    """`serve` binds its own socket. asyncio turns Nagle off (TCP_NODELAY) on an accepted
+    connection only when the listening socket says it is TCP; otherwise a response written as
+    headers then body waited ~40 ms for the client's delayed ACK."""
+    import asyncio
+    import socket
+
+    from trialwatch.web import listen_socket
+
+    async def nodelay_of_an_accepted_connection() -> int:
+        loop = asyncio.get_running_loop()
+        seen: asyncio.Future = loop.create_future()
+
+        class Probe(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                seen.set_result(transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                transport.close()
+
+        sock = listen_socket("127.0.0.1", 0)
+        server = await loop.create_server(Probe, sock=sock)
+        _, writer = await asyncio.open_connection(*sock.getsockname())
+        try:
+            return await asyncio.wait_for(seen, 30)
+        finally:
+            writer.close()
+            server.close()
+
+    assert asyncio.run(nodelay_of_an_accepted_connection())
+
+
+def _gate_with_reads(results: list) -> tuple:
+    """A StampGate over a read that blocks until released; ``results[i]`` is read i's outcome."""
+    import asyncio
+    import threading
+
+    from trialwatch.pagecache import StampGate
+
+    started: list[int] = []
+    release = [threading.Event() for _ in results]
+
+    def read() -> object:
+        n = len(started)
+        started.append(n)
+        assert release[n].wait(30)
+        if isinstance(results[n], Exception):
+            raise results[n]
+        return results[n]
+
+    return StampGate(read, asyncio.to_thread), started, release
+
+
+async def _until(cond) -> None:
+    import asyncio
+
+    for _ in range(30_000):  # a hang guard (about 30 s), not a timing assert
+        if cond():
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError("never happened")
+
+
+def test_requests_waiting_together_share_one_stamp_read_that_began_after_they_arrived():
+    """A page must show any write committed before its request: a request may share a stamp
+    read with others, but never take one that was already under way when it arrived."""
+    import asyncio
+
+    async def scenario() -> tuple:
+        gate, started, release = _gate_with_reads(["read 0", "read 1"])
+        first = asyncio.ensure_future(gate.get())
+        await _until(lambda: started == [0])
+        # Two requests arrive while read 0 runs: it may predate their writes, so they wait.
+        later = [asyncio.ensure_future(gate.get()) for _ in range(2)]
+        await asyncio.sleep(0)
+        release[0].set()
+        got_first = await first
+        await _until(lambda: len(started) >= 2)
+        release[1].set()
+        return got_first, [await f for f in later], started
+
+    got_first, got_later, started = asyncio.run(scenario())
+    assert got_first == "read 0"
+    assert got_later == ["read 1", "read 1"]
+    assert started == [0, 1]  # three requests, two reads
+
+
+def test_a_failed_stamp_read_fails_its_waiters_and_the_next_request_reads_again():
+    import asyncio
+
+    async def scenario() -> tuple:
+        gate, started, release = _gate_with_reads([RuntimeError("database unavailable"), "read 1"])
+        waiting = [asyncio.ensure_future(gate.get()) for _ in range(2)]
+        await _until(lambda: started == [0])
+        release[0].set()
+        errors = await asyncio.gather(*waiting, return_exceptions=True)
+        release[1].set()
+        return errors, await gate.get()
+
+    errors, after = asyncio.run(scenario())
+    assert [str(e) for e in errors] == ["database unavailable"] * 2
+    assert after == "read 1"

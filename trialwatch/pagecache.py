@@ -8,15 +8,21 @@ Last-Modified is the newest write time in the stamp. A request whose If-None-Mat
 one, If-Modified-Since) still holds is answered 304 without touching the page. Rendered bodies
 are kept in a bounded LRU keyed by (key, stamp), so between polls a page is rendered once.
 
+Between polls the stamp is the whole cost of a page, and many requests arrive at once:
+``StampGate`` lets the requests waiting at the same moment share one read of it, never a read
+that began before they arrived.
+
 Only pages without forms go through here: they carry no CSRF token and set no cookie, so one
 visitor's token can never be served to another.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from email.utils import format_datetime, parsedate_to_datetime
@@ -89,6 +95,53 @@ class PageCache:
         with self._lock:
             self._rendering.pop(key, None)
         return body
+
+
+class StampGate:
+    """``read()`` (the page stamp) for concurrent requests, one read in flight at a time.
+
+    A request joins the next read, which starts only once the one in flight is done: so every
+    request gets the result of a read that BEGAN AFTER IT ARRIVED, and a write committed before
+    a request is always seen by it, exactly as if each request read for itself. Requests that
+    arrive during a read share the following one, so under load a read serves many. The read
+    runs in a worker thread (``run``); state is kept per event loop (a test client may start
+    one per request)."""
+
+    def __init__(self, read: Callable[[], Any], run: Callable[..., Any]) -> None:
+        self._read = read
+        self._run = run  # e.g. starlette's run_in_threadpool
+        self._loops: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    async def get(self) -> Any:
+        loop = asyncio.get_running_loop()
+        state = self._loops.setdefault(loop, {"next": None, "reader": None})
+        if state["next"] is None:
+            state["next"] = loop.create_future()
+            # Retrieved even when every waiter went away (a client disconnected), so asyncio
+            # does not log "exception was never retrieved".
+            state["next"].add_done_callback(lambda f: f.cancelled() or f.exception())
+        waiting = state["next"]
+        if state["reader"] is None:
+            state["reader"] = loop.create_task(self._reader(state))
+        return await asyncio.shield(waiting)
+
+    async def _reader(self, state: dict) -> None:
+        try:
+            while state["next"] is not None:
+                # From here on, newcomers wait for the read after this one.
+                batch, state["next"] = state["next"], None
+                try:
+                    batch.set_result(await self._run(self._read))
+                except asyncio.CancelledError:
+                    batch.cancel()
+                    raise
+                except Exception as e:  # noqa: BLE001 - handed to every waiter, which answers it
+                    batch.set_exception(e)
+        finally:
+            state["reader"] = None
+            if state["next"] is not None and not state["next"].done():
+                state["next"].cancel()
+                state["next"] = None
 
 
 def not_modified(headers: Any, etag: str, last_modified: dt.datetime | None) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
 
 from sqlalchemy import case, func, or_, select, true
@@ -145,21 +146,29 @@ class IndexPageOps:
         """One statement: the newest polls (a new one, or any of the last few finishing), the
         trials' count, watch flags and newest check, the newest change and snapshot, and the
         registry histories. Subscribers are not part of it: no page shows them."""
-        recent = select(Poll.id, Poll.started_at, Poll.finished_at).order_by(Poll.id.desc()).limit(20).subquery()
-        polls = select(func.max(recent.c.id).label("poll"), func.max(recent.c.started_at).label("p_start"),
-                       func.max(recent.c.finished_at).label("p_end"),
-                       func.count(recent.c.finished_at).label("p_done")).subquery()
-        trials = select(func.count().label("t_n"),
-                        func.sum(case((Trial.watched.is_(True), 1), else_=0)).label("t_w"),
-                        func.max(Trial.last_checked_at).label("t_checked"),
-                        func.count(Trial.gone_at).label("t_gone")).subquery()
-        hist = select(func.count().label("h_n"), func.max(RegistryHistory.fetched_at).label("h_at")).subquery()
-        change_at = select(ChangeRow.detected_at).order_by(ChangeRow.id.desc()).limit(1).scalar_subquery()
-        snap = select(func.max(Snapshot.id)).scalar_subquery()
-        change_id = select(func.max(ChangeRow.id)).scalar_subquery()
         with self.session() as s:
-            # One row each, joined on true: no cartesian-product warning, one scan per table.
-            row = s.execute(select(polls, trials, hist, change_id.label("c"), change_at.label("c_at"), snap.label("s"))
-                            .select_from(polls.join(trials, true()).join(hist, true()))).one()
+            row = s.execute(_page_stamp_query()).one()
         times = [t for t in (row.p_start, row.p_end, row.t_checked, row.h_at, row.c_at) if t is not None]
         return PageStamp(key=tuple(row), changed_at=max(times) if times else None)
+
+
+@functools.cache
+def _page_stamp_query():  # noqa: ANN202
+    """The page stamp's statement, built on first use and then reused: every page request
+    reads the stamp, and building the statement and its cache key each time cost about ten
+    times the query itself (0.6 of 0.7 ms on SQLite)."""
+    recent = select(Poll.id, Poll.started_at, Poll.finished_at).order_by(Poll.id.desc()).limit(20).subquery()
+    polls = select(func.max(recent.c.id).label("poll"), func.max(recent.c.started_at).label("p_start"),
+                   func.max(recent.c.finished_at).label("p_end"),
+                   func.count(recent.c.finished_at).label("p_done")).subquery()
+    trials = select(func.count().label("t_n"),
+                    func.sum(case((Trial.watched.is_(True), 1), else_=0)).label("t_w"),
+                    func.max(Trial.last_checked_at).label("t_checked"),
+                    func.count(Trial.gone_at).label("t_gone")).subquery()
+    hist = select(func.count().label("h_n"), func.max(RegistryHistory.fetched_at).label("h_at")).subquery()
+    change_at = select(ChangeRow.detected_at).order_by(ChangeRow.id.desc()).limit(1).scalar_subquery()
+    snap = select(func.max(Snapshot.id)).scalar_subquery()
+    change_id = select(func.max(ChangeRow.id)).scalar_subquery()
+    # One row each, joined on true: no cartesian-product warning, one scan per table.
+    return (select(polls, trials, hist, change_id.label("c"), change_at.label("c_at"), snap.label("s"))
+            .select_from(polls.join(trials, true()).join(hist, true())))
