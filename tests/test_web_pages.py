@@ -44,7 +44,11 @@ def db(cfg):
 
 @pytest.fixture
 def app(cfg, db):
-    return create_app(cfg, db)
+    app = create_app(cfg, db)
+    # Trial pages are judged on a day (their warnings); that day's start is before everything
+    # stored here, so their Last-Modified is the poll's end like every other page's.
+    app.state.web.today = lambda: PAST.date()
+    return app
 
 
 @pytest.fixture
@@ -203,6 +207,27 @@ def test_a_check_of_an_unchanged_trial_changes_the_validator(client, stored):
     stored.mark_checked([FETCHED], at=PAST + dt.timedelta(hours=2))
     resp = client.get(path, headers={"if-none-match": old.headers["etag"]})
     assert resp.status_code == 200 and "2026-01-02 12:00 UTC" in resp.text
+
+
+def test_a_new_day_gives_a_new_validator_and_the_page_judged_on_that_day(client, stored, record, app):
+    """A record's warnings depend on the day ("status last verified 13 months ago"): with no
+    write at all, the cached page and its validators must not outlive the day they were made."""
+    path = f"/trials/{FETCHED}"
+    recruiting = copy.deepcopy(record(FETCHED))
+    sm = recruiting["protocolSection"]["statusModule"]
+    sm["overallStatus"], sm["statusVerifiedDate"] = "RECRUITING", "2026-01"
+    stored.record_fetch(recruiting, fetched_at=PAST + dt.timedelta(hours=1))
+    web = app.state.web
+    web.today = lambda: dt.date(2026, 3, 1)
+    old = client.get(path)
+    assert old.status_code == 200 and "Status last verified" not in old.text
+    assert client.get(path, headers={"if-none-match": old.headers["etag"]}).status_code == 304
+    web.today = lambda: dt.date(2027, 6, 1)
+    resp = client.get(path, headers={"if-none-match": old.headers["etag"]})
+    assert resp.status_code == 200 and "Status last verified 2026-01" in resp.text
+    assert resp.headers["etag"] != old.headers["etag"]
+    # A client that only kept Last-Modified is not told its copy from before midnight holds.
+    assert client.get(path, headers={"if-modified-since": old.headers["last-modified"]}).status_code == 200
 
 
 def test_unwatching_changes_the_home_page_validator(client, stored, cfg):

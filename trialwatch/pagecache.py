@@ -50,11 +50,18 @@ class PageCache:
         h = hashlib.blake2b(repr((self.fingerprint, key, stamp.key)).encode(), digest_size=12).hexdigest()
         return f'W/"{h}"'
 
-    def last_modified(self, stamp: Any) -> dt.datetime | None:
+    def last_modified(self, stamp: Any, since: dt.date | None = None) -> dt.datetime | None:
         """The stamp's time, once its second is over: a later write in the same second would
-        carry the same time, and a client holding it would get a 304 across that change."""
+        carry the same time, and a client holding it would get a 304 across that change. With
+        ``since`` (the local day a page is judged on), never before that day's start: the page
+        may have changed at midnight without any write."""
         at = stamp.changed_at
-        if at is None or at.replace(microsecond=0) >= self.clock().replace(microsecond=0):
+        if at is None:
+            return None
+        if since is not None:
+            midnight = dt.datetime.combine(since, dt.time()).astimezone(dt.timezone.utc).replace(tzinfo=None)
+            at = max(at, midnight)
+        if at.replace(microsecond=0) >= self.clock().replace(microsecond=0):
             return None
         return at.replace(microsecond=0)
 

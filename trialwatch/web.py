@@ -93,6 +93,9 @@ class Web(FormPages):
         self._store = store
         self._store_lock = threading.Lock()
         self._probes = None  # the /healthz probe's threads, made on first use
+        # The day a page's warnings are judged on (e.g. "status last verified 13 months ago"):
+        # part of every cached page's key and validator, so a page cannot outlive its day.
+        self.today = dt.date.today
         # Fails fast with a ConfigError naming the variable: every link we mail is signed.
         self.secret = config.secret_key()
         self.secure_cookies = config.email.public_url.startswith("https://")
@@ -149,12 +152,14 @@ class Web(FormPages):
         return self.env.get_template(template).render(csrf_token="", **ctx).encode()
 
     def cached(self, fn: Callable, key: Callable[["Request"], tuple], *,
-               media_type: str = "text/html; charset=utf-8") -> Callable:
+               media_type: str = "text/html; charset=utf-8", daily: bool = False) -> Callable:
         """A public page or feed, as an endpoint: validators from the store's page stamp (one
         read shared by the requests waiting for it, ``pagecache.StampGate``), 304 when the
         client's copy still holds, else the body from the cache. Only a miss runs
         ``fn(request)`` in a worker thread (bytes; a Response, such as a redirect or a 404, is
-        passed through uncached and without validators): a hit never leaves the event loop."""
+        passed through uncached and without validators): a hit never leaves the event loop.
+        ``daily``: the page is judged on the day (a trial page's warnings), so the day is part of
+        its key and validators and its Last-Modified is never before that day began."""
         from starlette.concurrency import run_in_threadpool
         from starlette.responses import Response
 
@@ -162,9 +167,11 @@ class Web(FormPages):
 
         async def answer(request: "Request") -> "Response":
             stamp = await self.stamps.get()
-            k = key(request)
+            # A page judged on the day (``daily``) is a new page each day, write or no write.
+            today = self.today() if daily else None
+            k = (*key(request), today.isoformat()) if today else key(request)
             etag = self.pages.etag(k, stamp)
-            modified = self.pages.last_modified(stamp)
+            modified = self.pages.last_modified(stamp, since=today)
             headers = validator_headers(etag, modified)
             if not_modified(request.headers, etag, modified):
                 return Response(status_code=304, headers=headers)
@@ -277,7 +284,7 @@ class Web(FormPages):
 
         view = None
         if latest:
-            view = trial_page.trial_view(latest, request.query_params, dt.date.today(), path=f"/trials/{nct}",
+            view = trial_page.trial_view(latest, request.query_params, self.today(), path=f"/trials/{nct}",
                                          problems=trial_page.problems_of(row.problems if row else None))
         return self.render_public("trial.html", nct=nct, row=row, v=view, summary=view.summary if view else None,
                                   watched=nct in self.watched_ids(),
@@ -481,7 +488,7 @@ def create_app(config: Config, store: "Store | None" = None) -> "Starlette":
     routes = [
         # Public pages and feeds: conditional GET and a shared cache (pagecache); no forms.
         Route("/", web.cached(web.index, _index_key), methods=get),
-        Route("/trials/{nct}", web.cached(web.trial, _path_and_query), methods=get),
+        Route("/trials/{nct}", web.cached(web.trial, _path_and_query, daily=True), methods=get),
         Route("/trials/{nct}/feed.atom", web.cached(web.trial_feed, _path, media_type=ATOM), methods=get),
         Route("/searches/{name}", web.cached(web.search, _path), methods=get),
         Route("/searches/{name}/feed.atom", web.cached(web.search_feed, _path, media_type=ATOM), methods=get),
