@@ -4,6 +4,11 @@
     .venv/bin/python bench/bench_send.py --n 50000 --rounds 1
     .venv/bin/python bench/bench_send.py --profile        # one subject run under cProfile
     .venv/bin/python bench/bench_send.py --db-url postgresql+psycopg://postgres@127.0.0.1:5432/bench
+    .venv/bin/python bench/bench_send.py --baseline /tmp/base  # also the code in /tmp/base, each round
+
+``--baseline DIR``: DIR holds another version of the code (``git archive main | tar -x -C DIR``);
+each round then also runs it as a second subject on its own copy of the database, interleaved
+with this checkout's, so a before/after ratio comes from the same conditions.
 
 Setup (not measured): a database with N active subscribers, each following 1 to 5 of 20 trials
 (cloned from real records by tests/corpus.py), then each trial's status changes once, so
@@ -214,14 +219,17 @@ def _bodies(store) -> list[tuple[str, bytes]]:  # noqa: ANN001
                                             .order_by(Message.id).limit(FLOOR_DISTINCT))]
 
 
-def measured(args: list[str]) -> tuple[dict, float]:
-    """Run this script with ``args`` in a fresh process; (its JSON result, its peak RSS in MB)."""
+def measured(args: list[str], code: Path | None = None) -> tuple[dict, float]:
+    """Run this script with ``args`` in a fresh process; (its JSON result, its peak RSS in MB).
+    ``code``: import trialwatch from that folder instead (PYTHONPATH comes before the venv's
+    editable install; this script's folder, first on sys.path, holds no trialwatch)."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         out = Path(f.name)
     with tempfile.NamedTemporaryFile(suffix=".rss", delete=False) as f:
         rss = Path(f.name)
     cmd = ["/usr/bin/time", "-f", "%M", "-o", str(rss), str(VENV_PY), __file__, *args, "--out", str(out)]
-    subprocess.run(cmd, check=True)
+    env = dict(os.environ, PYTHONPATH=str(code)) if code else None
+    subprocess.run(cmd, check=True, env=env)
     result = json.loads(out.read_text())
     mb = int(rss.read_text().split()[-1]) / 1024
     out.unlink()
@@ -237,6 +245,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--db-url", help="PostgreSQL URL (a database the bench may drop and re-create); default SQLite")
     ap.add_argument("--profile", action="store_true", help="one subject run under cProfile, top 30 printed")
+    ap.add_argument("--baseline", type=Path, metavar="DIR",
+                    help="also run the trialwatch code in DIR (e.g. an exported main) each round, interleaved")
     ap.add_argument("--role", choices=["sink", "subject", "floor"], help=argparse.SUPPRESS)
     ap.add_argument("--url", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -288,6 +298,8 @@ def main() -> int:
 
         rows = []
         for r in range(args.rounds):
+            # The baseline (when given) goes first in odd rounds: neither side always runs second.
+            base = _baseline_round(args, port, fresh()) if args.baseline and r % 2 else None
             url = fresh()
             before = sink_count(port)
             subj, subj_mb = measured(["--role", "subject", "--url", url, "--port", str(port)])
@@ -296,11 +308,16 @@ def main() -> int:
                 print(f"round {r}: sink received {got}, send reported {subj}; expected {args.n}", file=sys.stderr)
                 return 1
             floor, floor_mb = measured(["--role", "floor", "--url", url, "--port", str(port), "--n", str(args.n)])
-            rows.append({"subject_s": subj["seconds"], "subject_mb": subj_mb, "floor_s": floor["seconds"],
-                         "floor_mb": floor_mb})
-            print(f"round {r}: send {subj['seconds']:.2f} s ({args.n / subj['seconds']:.0f} digests/s, "
-                  f"{subj_mb:.0f} MB); floor {floor['seconds']:.2f} s; ratio {subj['seconds'] / floor['seconds']:.2f}",
-                  flush=True)
+            row = {"subject_s": subj["seconds"], "subject_mb": subj_mb, "floor_s": floor["seconds"],
+                   "floor_mb": floor_mb}
+            line = (f"round {r}: send {subj['seconds']:.2f} s ({args.n / subj['seconds']:.0f} digests/s, "
+                    f"{subj_mb:.0f} MB); floor {floor['seconds']:.2f} s; ratio {subj['seconds'] / floor['seconds']:.2f}")
+            if args.baseline:
+                base_s, base_mb = base or _baseline_round(args, port, fresh())
+                row |= {"baseline_s": base_s, "baseline_mb": base_mb}
+                line += f"; baseline {base_s:.2f} s ({base_mb:.0f} MB), ratio {base_s / floor['seconds']:.2f}"
+            rows.append(row)
+            print(line, flush=True)
         med = {k: statistics.median(row[k] for row in rows) for k in rows[0]}
         ratio = statistics.median(row["subject_s"] / row["floor_s"] for row in rows)
         db = "postgresql" if args.db_url else "sqlite"
@@ -309,6 +326,11 @@ def main() -> int:
         md = (f"| send, N={args.n:,}, {N_TRIALS} trials changed, {db} (median of {args.rounds}) | "
               f"{med['subject_s']:.2f} s, {args.n / med['subject_s']:.0f} digests/s, {med['subject_mb']:.0f} MB | "
               f"smtplib, {args.n:,} prebuilt messages, one connection: {med['floor_s']:.2f} s | {ratio:.2f}× |")
+        if args.baseline:
+            summary["baseline_ratio"] = statistics.median(row["baseline_s"] / row["floor_s"] for row in rows)
+            md += (f"\n| the same, baseline code ({args.baseline.name}), same rounds | {med['baseline_s']:.2f} s, "
+                   f"{args.n / med['baseline_s']:.0f} digests/s, {med['baseline_mb']:.0f} MB | "
+                   f"(the same floor) | {summary['baseline_ratio']:.2f}× |")
         print(md)
         RESULTS.mkdir(exist_ok=True)
         name = f"send-{db}-{args.n}"
@@ -320,6 +342,16 @@ def main() -> int:
         sink.terminate()
         sink.wait()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _baseline_round(args: argparse.Namespace, port: int, url: str) -> tuple[float, float]:
+    """The baseline code's send on its own fresh copy, checked like the subject's: (s, MB)."""
+    before = sink_count(port)
+    base, mb = measured(["--role", "subject", "--url", url, "--port", str(port)], code=args.baseline)
+    got = sink_count(port) - before
+    if got != args.n or base["sent"] != args.n:
+        raise SystemExit(f"baseline: sink received {got}, send reported {base}; expected {args.n}")
+    return base["seconds"], mb
 
 
 def _pg_fresh(url: str) -> str:
