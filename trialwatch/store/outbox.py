@@ -56,6 +56,30 @@ def _undo_contested(c: Any, pairs: list[dict[str, int]]) -> set[int]:
     return taken
 
 
+# Outbox ids bound in one statement (SQLite allows 32,766 parameters, PostgreSQL 65,535).
+_IDS_PER_STATEMENT = 5000
+
+
+def _attach(c: Any, messages: list[tuple[int, list[int], list[int], NewMessage]], mids: list[int],
+            pairs: list[dict[str, int]]) -> int:
+    """Attach each digest's outbox rows to its new message, unless already attached; how many were.
+
+    One UPDATE per page rather than one per row (an executemany of a page's ~300 rows took
+    PostgreSQL ~40 ms): each row takes the new message of its own subscriber, the one message
+    per subscriber among ``mids``."""
+    outbox, msgs = OutboxRow.__table__, Message.__table__
+    subs = [sub_id for sub_id, _, _, _ in messages]
+    if len(set(subs)) != len(subs):  # two digests for one person: no subscriber names her message
+        return c.execute(update(outbox).where(outbox.c.id == bindparam("oid"), outbox.c.message_id.is_(None))
+                         .values(message_id=bindparam("mid")), pairs).rowcount
+    hers = select(msgs.c.id).where(msgs.c.id.in_(mids), msgs.c.subscriber_id == outbox.c.subscriber_id)
+    oids = [p["oid"] for p in pairs]
+    return sum(c.execute(update(outbox).where(outbox.c.id.in_(oids[i:i + _IDS_PER_STATEMENT]),
+                                              outbox.c.subscriber_id.in_(subs), outbox.c.message_id.is_(None))
+                         .values(message_id=hers.scalar_subquery())).rowcount
+               for i in range(0, len(oids), _IDS_PER_STATEMENT))
+
+
 class OutboxOps:
     """Mixed into Store: the outbox rows and the message queue."""
 
@@ -126,9 +150,7 @@ class OutboxOps:
                  "rfc_message_id": m.key, "subject": m.subject, "body": m.body, "state": "queued",
                  "attempts": 0, "created_at": now} for _, _, _, m in messages]).scalars())
             pairs = [{"oid": o, "mid": mid} for (_, keep, _, _), mid in zip(messages, mids) for o in keep]
-            res = c.execute(update(outbox).where(outbox.c.id == bindparam("oid"), outbox.c.message_id.is_(None))
-                            .values(message_id=bindparam("mid")), pairs)
-            taken = set() if res.rowcount == len(pairs) else _undo_contested(c, pairs)
+            taken = set() if _attach(c, messages, mids, pairs) == len(pairs) else _undo_contested(c, pairs)
             stored = [(sub_id, mid) for (sub_id, _, _, _), mid in zip(messages, mids) if mid not in taken]
             if stored:
                 c.execute(update(Subscriber.__table__).where(Subscriber.__table__.c.id.in_([i for i, _ in stored]))
