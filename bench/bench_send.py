@@ -178,13 +178,13 @@ def run_subject(url: str, port: int, out: Path, profile: Path | None) -> None:
 
         prof = cProfile.Profile()
         prof.enable()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     report = notify.send_pending(store, config)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     if prof:
         prof.disable()
         prof.dump_stats(str(profile))
-    out.write_text(json.dumps({"seconds": seconds, "composed": report.composed, "sent": len(report.sent),
+    out.write_text(json.dumps({"seconds": seconds, "cpu_s": cpu, "composed": report.composed, "sent": len(report.sent),
                                "queued": len(report.queued), "failed": len(report.failed)}))
     store.close()
 
@@ -199,14 +199,14 @@ def run_floor(url: str, port: int, n: int, out: Path) -> None:
     # would cost the floor process gigabytes at N=50,000, and bytes are bytes to smtplib).
     bodies = _bodies(store)
     store.close()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     conn = smtplib.SMTP("127.0.0.1", port, timeout=30)
     conn.ehlo()
     for i in range(n):
         rcpt, body = bodies[i % len(bodies)]
         conn.sendmail("alerts@tw.example.org", [rcpt], body)
     conn.quit()
-    out.write_text(json.dumps({"seconds": time.perf_counter() - t0}))
+    out.write_text(json.dumps({"seconds": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}))
 
 
 def _bodies(store) -> list[tuple[str, bytes]]:  # noqa: ANN001
@@ -296,6 +296,8 @@ def main() -> int:
             pstats.Stats(str(prof)).sort_stats("tottime").print_stats(25)
             return 0
 
+        load = os.getloadavg()[0]
+        print(f"load average before the rounds: {load:.2f} (2 cores: above 2, other work competes)", flush=True)
         rows = []
         for r in range(args.rounds):
             # The baseline (when given) goes first in odd rounds: neither side always runs second.
@@ -309,28 +311,38 @@ def main() -> int:
                 return 1
             floor, floor_mb = measured(["--role", "floor", "--url", url, "--port", str(port), "--n", str(args.n)])
             row = {"subject_s": subj["seconds"], "subject_mb": subj_mb, "floor_s": floor["seconds"],
-                   "floor_mb": floor_mb}
+                   "floor_mb": floor_mb, "subject_cpu_s": subj["cpu_s"], "floor_cpu_s": floor["cpu_s"]}
             line = (f"round {r}: send {subj['seconds']:.2f} s ({args.n / subj['seconds']:.0f} digests/s, "
-                    f"{subj_mb:.0f} MB); floor {floor['seconds']:.2f} s; ratio {subj['seconds'] / floor['seconds']:.2f}")
+                    f"{subj_mb:.0f} MB, CPU {subj['cpu_s']:.2f} s); floor {floor['seconds']:.2f} s "
+                    f"(CPU {floor['cpu_s']:.2f} s); ratio {subj['seconds'] / floor['seconds']:.2f}")
             if args.baseline:
-                base_s, base_mb = base or _baseline_round(args, port, fresh())
-                row |= {"baseline_s": base_s, "baseline_mb": base_mb}
-                line += f"; baseline {base_s:.2f} s ({base_mb:.0f} MB), ratio {base_s / floor['seconds']:.2f}"
+                base_s, base_cpu, base_mb = base or _baseline_round(args, port, fresh())
+                row |= {"baseline_s": base_s, "baseline_mb": base_mb, "baseline_cpu_s": base_cpu}
+                line += (f"; baseline {base_s:.2f} s ({base_mb:.0f} MB, CPU {base_cpu:.2f} s), "
+                         f"ratio {base_s / floor['seconds']:.2f}")
             rows.append(row)
             print(line, flush=True)
         med = {k: statistics.median(row[k] for row in rows) for k in rows[0]}
         ratio = statistics.median(row["subject_s"] / row["floor_s"] for row in rows)
+        # CPU seconds of the measured call, beside the wall time: far less moved by other load
+        # on the machine (the sink's share is not in either).
+        cpu_ratio = statistics.median(row["subject_cpu_s"] / row["floor_cpu_s"] for row in rows)
         db = "postgresql" if args.db_url else "sqlite"
         summary = {"n": args.n, "trials": N_TRIALS, "rounds": args.rounds, "db": db, **med,
-                   "digests_per_s": args.n / med["subject_s"], "ratio": ratio, "rows": rows}
+                   "digests_per_s": args.n / med["subject_s"], "ratio": ratio, "cpu_ratio": cpu_ratio,
+                   "load_before": load, "rows": rows}
         md = (f"| send, N={args.n:,}, {N_TRIALS} trials changed, {db} (median of {args.rounds}) | "
               f"{med['subject_s']:.2f} s, {args.n / med['subject_s']:.0f} digests/s, {med['subject_mb']:.0f} MB | "
-              f"smtplib, {args.n:,} prebuilt messages, one connection: {med['floor_s']:.2f} s | {ratio:.2f}× |")
+              f"smtplib, {args.n:,} prebuilt messages, one connection: {med['floor_s']:.2f} s | {ratio:.2f}× "
+              f"(CPU {med['subject_cpu_s']:.2f} s / {med['floor_cpu_s']:.2f} s: {cpu_ratio:.2f}×) |")
         if args.baseline:
             summary["baseline_ratio"] = statistics.median(row["baseline_s"] / row["floor_s"] for row in rows)
+            summary["baseline_cpu_ratio"] = statistics.median(row["baseline_cpu_s"] / row["floor_cpu_s"]
+                                                              for row in rows)
             md += (f"\n| the same, baseline code ({args.baseline.name}), same rounds | {med['baseline_s']:.2f} s, "
                    f"{args.n / med['baseline_s']:.0f} digests/s, {med['baseline_mb']:.0f} MB | "
-                   f"(the same floor) | {summary['baseline_ratio']:.2f}× |")
+                   f"(the same floor) | {summary['baseline_ratio']:.2f}× (CPU {med['baseline_cpu_s']:.2f} s: "
+                   f"{summary['baseline_cpu_ratio']:.2f}×) |")
         print(md)
         RESULTS.mkdir(exist_ok=True)
         name = f"send-{db}-{args.n}"
@@ -344,14 +356,14 @@ def main() -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _baseline_round(args: argparse.Namespace, port: int, url: str) -> tuple[float, float]:
-    """The baseline code's send on its own fresh copy, checked like the subject's: (s, MB)."""
+def _baseline_round(args: argparse.Namespace, port: int, url: str) -> tuple[float, float, float]:
+    """The baseline code's send on its own fresh copy, checked like the subject's: (s, CPU s, MB)."""
     before = sink_count(port)
     base, mb = measured(["--role", "subject", "--url", url, "--port", str(port)], code=args.baseline)
     got = sink_count(port) - before
     if got != args.n or base["sent"] != args.n:
         raise SystemExit(f"baseline: sink received {got}, send reported {base}; expected {args.n}")
-    return base["seconds"], mb
+    return base["seconds"], base["cpu_s"], mb
 
 
 def _pg_fresh(url: str) -> str:
