@@ -10,9 +10,9 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, case, delete, func, insert, select, update
 
-from .models import ChangeRow, Message, OutboxRow, SearchMember, Subscriber, Trial
+from .models import ChangeRow, Message, MessageBody, OutboxRow, SearchMember, Subscriber, Trial
 
 
 @dataclass(frozen=True)
@@ -65,18 +65,18 @@ def _attach(c: Any, messages: list[tuple[int, list[int], list[int], NewMessage]]
     """Attach each digest's outbox rows to its new message, unless already attached; how many were.
 
     One UPDATE per page rather than one per row (an executemany of a page's ~300 rows took
-    PostgreSQL ~40 ms): each row takes the new message of its own subscriber, the one message
-    per subscriber among ``mids``."""
-    outbox, msgs = OutboxRow.__table__, Message.__table__
+    PostgreSQL ~40 ms): each row takes the new message of its own subscriber (a CASE on her id;
+    a correlated subquery made SQLite look the page's messages up once per row)."""
+    outbox = OutboxRow.__table__
     subs = [sub_id for sub_id, _, _, _ in messages]
-    if len(set(subs)) != len(subs):  # two digests for one person: no subscriber names her message
+    if len(set(subs)) != len(subs):  # two digests for one person: her id does not name her message
         return c.execute(update(outbox).where(outbox.c.id == bindparam("oid"), outbox.c.message_id.is_(None))
                          .values(message_id=bindparam("mid")), pairs).rowcount
-    hers = select(msgs.c.id).where(msgs.c.id.in_(mids), msgs.c.subscriber_id == outbox.c.subscriber_id)
+    hers = case(dict(zip(subs, mids)), value=outbox.c.subscriber_id)
     oids = [p["oid"] for p in pairs]
     return sum(c.execute(update(outbox).where(outbox.c.id.in_(oids[i:i + _IDS_PER_STATEMENT]),
                                               outbox.c.subscriber_id.in_(subs), outbox.c.message_id.is_(None))
-                         .values(message_id=hers.scalar_subquery())).rowcount
+                         .values(message_id=hers)).rowcount
                for i in range(0, len(oids), _IDS_PER_STATEMENT))
 
 
@@ -147,8 +147,10 @@ class OutboxOps:
                 return [None] * len(digests)
             mids = list(c.execute(insert(msgs).returning(msgs.c.id, sort_by_parameter_order=True), [
                 {"subscriber_id": m.subscriber_id, "kind": m.kind, "channel": m.channel, "recipient": m.recipient,
-                 "rfc_message_id": m.key, "subject": m.subject, "body": m.body, "state": "queued",
+                 "rfc_message_id": m.key, "subject": m.subject, "state": "queued",
                  "attempts": 0, "created_at": now} for _, _, _, m in messages]).scalars())
+            c.execute(insert(MessageBody.__table__), [{"message_id": mid, "body": m.body}
+                                                      for (_, _, _, m), mid in zip(messages, mids)])
             pairs = [{"oid": o, "mid": mid} for (_, keep, _, _), mid in zip(messages, mids) for o in keep]
             taken = set() if _attach(c, messages, mids, pairs) == len(pairs) else _undo_contested(c, pairs)
             stored = [(sub_id, mid) for (sub_id, _, _, _), mid in zip(messages, mids) if mid not in taken]
@@ -219,8 +221,9 @@ class OutboxOps:
             if not mine:
                 return []
             rows = s.execute(select(Message.id, Message.channel, Message.recipient, Message.rfc_message_id,
-                                    Message.subject, Message.body, Message.attempts, Message.created_at,
-                                    Message.next_attempt_at).where(Message.id.in_(mine)).order_by(Message.id))
+                                    Message.subject, MessageBody.body, Message.attempts, Message.created_at,
+                                    Message.next_attempt_at).join(MessageBody, MessageBody.message_id == Message.id)
+                             .where(Message.id.in_(mine)).order_by(Message.id))
             return [Claimed(*r) for r in rows]
 
     def settle_messages(self, outcomes: list[tuple[int, dict[str, Any]]]) -> None:
@@ -245,7 +248,9 @@ class OutboxOps:
 
 
 def _add_message(s: Any, m: NewMessage, now: dt.datetime) -> int:
-    return s.execute(insert(Message).values(
+    mid = s.execute(insert(Message.__table__).values(
         subscriber_id=m.subscriber_id, kind=m.kind, channel=m.channel, recipient=m.recipient,
-        rfc_message_id=m.key, subject=m.subject, body=m.body, state="queued", attempts=0,
-        created_at=now).returning(Message.id)).scalar_one()
+        rfc_message_id=m.key, subject=m.subject, state="queued", attempts=0,
+        created_at=now).returning(Message.__table__.c.id)).scalar_one()
+    s.execute(insert(MessageBody.__table__).values(message_id=mid, body=m.body))
+    return mid
