@@ -83,17 +83,14 @@ def _stand_ins(view: DigestView) -> tuple[tuple, dict[str, Any], list[tuple[str,
     for name in FRAME_FIELDS:
         value = getattr(view, name)
         items = value if isinstance(value, tuple) else (value,)
-        stand = []
-        for i, item in enumerate(items):
-            if not item:
-                stand.append(item)   # None or "": said as it is, part of the shape
-                continue
-            if not isinstance(item, str) or not _plain(item):
-                return None
-            stand.append(f"Tw{name}{i}Qx7")
-            fills.append((stand[-1], item))
-        shape.append(tuple(s if not s else True for s in stand))
+        stand = [f"Tw{name}{i}Qx7" if item else item for i, item in enumerate(items)]
+        fills += [(s, item) for s, item in zip(stand, items) if item]
+        # None or "" is said as it is, part of the shape.
+        shape.append(tuple(True if item else item for item in items))
         values[name] = tuple(stand) if isinstance(value, tuple) else stand[0]
+    # One check of every value at once (a space joins them: plain itself).
+    if not all(isinstance(v, str) for _, v in fills) or not _plain(" ".join(v for _, v in fills)):
+        return None
     return tuple(shape), values, fills
 
 
