@@ -228,7 +228,7 @@ def measured(args: list[str], code: Path | None = None) -> tuple[dict, float]:
     with tempfile.NamedTemporaryFile(suffix=".rss", delete=False) as f:
         rss = Path(f.name)
     cmd = ["/usr/bin/time", "-f", "%M", "-o", str(rss), str(VENV_PY), __file__, *args, "--out", str(out)]
-    env = dict(os.environ, PYTHONPATH=str(code)) if code else None
+    env = dict(os.environ, PYTHONPATH=str(code), TRIALWATCH_BENCH_CODE=str(code)) if code else None
     subprocess.run(cmd, check=True, env=env)
     result = json.loads(out.read_text())
     mb = int(rss.read_text().split()[-1]) / 1024
@@ -247,7 +247,7 @@ def main() -> int:
     ap.add_argument("--profile", action="store_true", help="one subject run under cProfile, top 30 printed")
     ap.add_argument("--baseline", type=Path, metavar="DIR",
                     help="also run the trialwatch code in DIR (e.g. an exported main) each round, interleaved")
-    ap.add_argument("--role", choices=["sink", "subject", "floor"], help=argparse.SUPPRESS)
+    ap.add_argument("--role", choices=["sink", "setup", "subject", "floor"], help=argparse.SUPPRESS)
     ap.add_argument("--url", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -255,6 +255,12 @@ def main() -> int:
     args = ap.parse_args()
     if args.role == "sink":
         run_sink(args.out)
+        return 0
+    if os.environ.get("TRIALWATCH_BENCH_CODE"):
+        _migrations_from(Path(os.environ["TRIALWATCH_BENCH_CODE"]))
+    if args.role == "setup":
+        setup(args.url, args.n)
+        args.out.write_text("{}")
         return 0
     if args.role == "subject":
         run_subject(args.url, args.port, args.out, args.prof_out)
@@ -270,21 +276,25 @@ def main() -> int:
         while not port_file.exists() or not port_file.read_text():
             time.sleep(0.05)
         port = int(port_file.read_text())
-        template = tmp / "template.db"
+        # One set-up database per version of the code: the baseline may be at an older migration.
+        codes = {"subject": None} | ({"baseline": args.baseline} if args.baseline else {})
+        templates = {}
         t0 = time.perf_counter()
-        if args.db_url:
-            setup_url = _pg_fresh(args.db_url)
-        else:
-            setup_url = f"sqlite:///{template}"
-        setup(setup_url, args.n)
+        for which, code in codes.items():
+            if args.db_url:
+                url = make_url_for(args.db_url, "" if which == "subject" else "_base")
+                templates[which] = _pg_fresh(url)
+            else:
+                templates[which] = f"sqlite:///{tmp / f'template-{which}.db'}"
+            measured(["--role", "setup", "--url", templates[which], "--n", str(args.n)], code=code)
         print(f"setup: {args.n} subscribers, {N_TRIALS} changed trials, {time.perf_counter() - t0:.1f} s",
               flush=True)
 
-        def fresh() -> str:
+        def fresh(which: str = "subject") -> str:
             if args.db_url:
-                return _pg_copy(args.db_url)
-            db = tmp / "round.db"
-            shutil.copyfile(template, db)
+                return _pg_copy(templates[which])
+            db = tmp / f"round-{which}.db"
+            shutil.copyfile(templates[which].removeprefix("sqlite:///"), db)
             return f"sqlite:///{db}"
 
         if args.profile:
@@ -301,7 +311,7 @@ def main() -> int:
         rows = []
         for r in range(args.rounds):
             # The baseline (when given) goes first in odd rounds: neither side always runs second.
-            base = _baseline_round(args, port, fresh()) if args.baseline and r % 2 else None
+            base = _baseline_round(args, port, fresh("baseline")) if args.baseline and r % 2 else None
             url = fresh()
             before = sink_count(port)
             subj, subj_mb = measured(["--role", "subject", "--url", url, "--port", str(port)])
@@ -316,7 +326,7 @@ def main() -> int:
                     f"{subj_mb:.0f} MB, CPU {subj['cpu_s']:.2f} s); floor {floor['seconds']:.2f} s "
                     f"(CPU {floor['cpu_s']:.2f} s); ratio {subj['seconds'] / floor['seconds']:.2f}")
             if args.baseline:
-                base_s, base_cpu, base_mb = base or _baseline_round(args, port, fresh())
+                base_s, base_cpu, base_mb = base or _baseline_round(args, port, fresh("baseline"))
                 row |= {"baseline_s": base_s, "baseline_mb": base_mb, "baseline_cpu_s": base_cpu}
                 line += (f"; baseline {base_s:.2f} s ({base_mb:.0f} MB, CPU {base_cpu:.2f} s), "
                          f"ratio {base_s / floor['seconds']:.2f}")
@@ -364,6 +374,27 @@ def _baseline_round(args: argparse.Namespace, port: int, url: str) -> tuple[floa
     if got != args.n or base["sent"] != args.n:
         raise SystemExit(f"baseline: sink received {got}, send reported {base}; expected {args.n}")
     return base["seconds"], base["cpu_s"], mb
+
+
+def _migrations_from(code: Path) -> None:
+    """trialwatch.migrations from ``code`` too: the venv's editable install maps that package
+    to this checkout's folder, which may hold migrations the baseline does not know."""
+    import importlib.util
+
+    init = code / "migrations" / "__init__.py"
+    spec = importlib.util.spec_from_file_location("trialwatch.migrations", init,
+                                                  submodule_search_locations=[str(init.parent)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["trialwatch.migrations"] = module
+    spec.loader.exec_module(module)
+
+
+def make_url_for(url: str, suffix: str) -> str:
+    """``url`` with ``suffix`` added to its database name."""
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    return u.set(database=f"{u.database}{suffix}").render_as_string(hide_password=False)
 
 
 def _pg_fresh(url: str) -> str:
