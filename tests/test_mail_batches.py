@@ -209,3 +209,34 @@ def test_two_digests_of_one_person_in_a_page_each_keep_their_own_rows(store, rec
         from trialwatch.store import OutboxRow
 
         assert {o.id: key_of[o.message_id] for o in s.query(OutboxRow)} == {oid: f"<k{oid}@x>" for oid, _, _ in rows}
+
+
+def test_a_send_reads_each_change_once_and_readers_as_plain_data(store, record, monkeypatch):
+    import re
+
+    from sqlalchemy import event
+
+    from trialwatch.notify import compose
+    from trialwatch.store import Reader
+
+    monkeypatch.setattr(compose, "COMPOSE_BATCH", 1)  # a page per reader
+    cfg = make_config(None, followers(3))
+    notify.sync_subscribers(store, cfg)
+    recruiting(store, record)
+    reads: list[str] = []
+
+    def log(conn, cursor, statement, params, context, executemany):  # noqa: ANN001
+        if re.search(r"\bFROM changes\b|\bJOIN changes\b", statement):
+            reads.append(statement)
+
+    real = store.unsent_outbox_page
+    pages = []
+    monkeypatch.setattr(store, "unsent_outbox_page", lambda *a: pages.append(real(*a)) or pages[-1])
+    event.listen(store.engine, "before_cursor_execute", log)
+    try:
+        assert len(notify.compose_digests(store, cfg)) == 3
+    finally:
+        event.remove(store.engine, "before_cursor_execute", log)
+    assert len(reads) == 1   # the first page read the change; the next two had it already
+    assert all(isinstance(sub, Reader) for page in pages for _, _, sub in page)
+    assert [sub.address for page in pages for _, _, sub in page] == [f"p{i}@example.org" for i in range(3)]

@@ -53,9 +53,10 @@ def compose_digests(store: Store, config: "Config", *, now: dt.datetime | None =
     channels: dict[str, Any] = {}
     # Each trial's card rendered once for the readers alike, her place resolved once a send.
     renderings = Renderings(config, facts)
+    changes: dict[int, ChangeRow] = {}  # each change read once per send, whoever it is owed to
     after = 0
     while True:
-        rows = store.unsent_outbox_page(after, COMPOSE_BATCH)
+        rows = store.unsent_outbox_page(after, COMPOSE_BATCH, changes)
         if not rows:
             break
         after = rows[-1][2].id

@@ -7,12 +7,12 @@ transactions that make a claim exclusive and a digest's rows belong to one messa
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from sqlalchemy import bindparam, case, delete, func, insert, select, update
 
-from .models import ChangeRow, Message, MessageBody, OutboxRow, SearchMember, Subscriber, Trial
+from .models import ChangeRow, Message, MessageBody, OutboxRow, SearchMember, Subscriber, Subscription, Trial
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,44 @@ class NewMessage:
     key: str            # the stable delivery key: Message-ID / Idempotency-Key
     subject: str
     body: bytes
+
+
+@dataclass(frozen=True)
+class Follow:
+    kind: str       # trial | search
+    target: str
+
+
+@dataclass(frozen=True)
+class Reader:
+    """A subscriber as a send reads her: plain data (the ``Subscriber`` columns a digest uses)."""
+
+    id: int
+    channel: str
+    address: str
+    name: str | None
+    state: str
+    min_severity: str
+    digest: str
+    last_digest_at: dt.datetime | None
+    token_version: int
+    location: str | None
+    subscriptions: tuple[Follow, ...]
+
+    @property
+    def email(self) -> str:  # the older name, as on Subscriber
+        return self.address
+
+
+def _readers(s: Any, ids: list[int]) -> dict[int, Reader]:
+    follows: dict[int, list[Follow]] = {}
+    for sid, kind, target in s.execute(select(Subscription.subscriber_id, Subscription.kind, Subscription.target)
+                                       .where(Subscription.subscriber_id.in_(ids))
+                                       .order_by(Subscription.id)):
+        follows.setdefault(sid, []).append(Follow(kind, target))
+    cols = [getattr(Subscriber, f.name) for f in fields(Reader) if f.name != "subscriptions"]
+    return {r[0]: Reader(*r, subscriptions=tuple(follows.get(r[0], ())))
+            for r in s.execute(select(*cols).where(Subscriber.id.in_(ids)))}
 
 
 @dataclass(frozen=True)
@@ -93,9 +131,15 @@ class OutboxOps:
                 .where(OutboxRow.message_id.is_(None), Subscriber.state == "active")
                 .order_by(Subscriber.id, ChangeRow.id)).all()]
 
-    def unsent_outbox_page(self, after: int, limit: int) -> list[tuple[int, ChangeRow, Subscriber]]:
+    def unsent_outbox_page(self, after: int, limit: int, changes: dict[int, ChangeRow] | None = None
+                           ) -> list[tuple[int, ChangeRow, Reader]]:
         """``unsent_outbox`` for the next ``limit`` subscribers with an id above ``after``: a
-        send streams through them page by page, in bounded memory however many there are."""
+        send streams through them page by page, in bounded memory however many there are.
+
+        Each subscriber is a plain ``Reader``, and each change is read once per send: ``changes``
+        (the send's, by id) keeps those read for earlier pages. A page of 100 readers as ORM
+        objects, their subscriptions and a copy of the change on every row took ~3 ms."""
+        changes = {} if changes is None else changes
         with self.session() as s:
             # Walk subscribers in id order and probe the outbox per subscriber (its index): a
             # DISTINCT over every unsent row took PostgreSQL 160 ms a page at 5,000 subscribers.
@@ -106,12 +150,14 @@ class OutboxOps:
                                  .order_by(Subscriber.id).limit(limit)))
             if not ids:
                 return []
-            return [tuple(r) for r in s.execute(
-                select(OutboxRow.id, ChangeRow, Subscriber)
-                .join(ChangeRow, OutboxRow.change_id == ChangeRow.id)
-                .join(Subscriber, OutboxRow.subscriber_id == Subscriber.id)
-                .where(OutboxRow.message_id.is_(None), OutboxRow.subscriber_id.in_(ids))
-                .order_by(Subscriber.id, ChangeRow.id)).all()]
+            rows = s.execute(select(OutboxRow.id, OutboxRow.change_id, OutboxRow.subscriber_id)
+                             .where(OutboxRow.message_id.is_(None), OutboxRow.subscriber_id.in_(ids))).all()
+            readers = _readers(s, ids)
+            missing = {cid for _, cid, _ in rows if cid not in changes}
+            if missing:
+                changes.update((c.id, c) for c in s.scalars(select(ChangeRow).where(ChangeRow.id.in_(missing))))
+        return sorted(((oid, changes[cid], readers[sid]) for oid, cid, sid in rows),
+                      key=lambda r: (r[2].id, r[1].id))
 
     def trial_context(self, nct_ids: list[str]) -> tuple[dict[str, str | None], dict[str, set[str]]]:
         """Titles and saved-search memberships of these trials, for a digest's view model."""
