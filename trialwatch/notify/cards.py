@@ -74,30 +74,48 @@ def _plain(value: str) -> bool:
     return value.isprintable() and not _UNPLAIN.search(value)
 
 
-def _stand_ins(view: DigestView) -> tuple[tuple, dict[str, Any], list[tuple[str, str]]] | None:
-    """(the frame's shape, the view's frame fields as stand-ins, (stand-in, value) pairs to
-    fill in); None when a value cannot be filled in."""
+def _fills(view: DigestView) -> tuple[tuple, dict[str, str]] | None:
+    """(the frame's shape, each stand-in's value for this view); None when a value cannot be
+    filled in. The shape is what the frame's templates branch on: which values are empty
+    (None or "", said as they are) and how many reasons there are."""
     shape: list[Any] = []
-    values: dict[str, Any] = {}
-    fills: list[tuple[str, str]] = []
+    fills: dict[str, str] = {}
     for name in FRAME_FIELDS:
         value = getattr(view, name)
         items = value if isinstance(value, tuple) else (value,)
-        stand = [f"Tw{name}{i}Qx7" if item else item for i, item in enumerate(items)]
-        fills += [(s, item) for s, item in zip(stand, items) if item]
-        # None or "" is said as it is, part of the shape.
         shape.append(tuple(True if item else item for item in items))
-        values[name] = tuple(stand) if isinstance(value, tuple) else stand[0]
+        fills.update((_stand_in(name, i), item) for i, item in enumerate(items) if item)
     # One check of every value at once (a space joins them: plain itself).
-    if not all(isinstance(v, str) for _, v in fills) or not _plain(" ".join(v for _, v in fills)):
+    if not all(isinstance(v, str) for v in fills.values()) or not _plain(" ".join(fills.values())):
         return None
-    return tuple(shape), values, fills
+    return tuple(shape), fills
 
 
-def _around(frame: str, cards: list[str]) -> tuple[str, ...]:
-    """The frame's text before its mark, the cards, the frame's text after."""
-    head, _, tail = frame.partition(MARK)
-    return (head, *cards, tail)
+def _stand_in(name: str, i: int) -> str:
+    return f"Tw{name}{i}Qx7"
+
+
+_STAND_INS = re.compile(r"(Tw[a-z_]+\d+Qx7)")
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A frame rendered with stand-ins and cut at them: (text before the cards, after them)
+    for each part, as literal text at even places and stand-ins at odd ones."""
+
+    text: tuple[tuple[str, ...], tuple[str, ...]]
+    html: tuple[tuple[str, ...], tuple[str, ...]]
+
+    @staticmethod
+    def cut(rendered: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        head, _, tail = rendered.partition(MARK)
+        return tuple(_STAND_INS.split(head)), tuple(_STAND_INS.split(tail))
+
+
+def _filled(parts: tuple[str, ...], fills: dict[str, str]) -> str:
+    out = list(parts)
+    out[1::2] = [fills[s] for s in parts[1::2]]
+    return "".join(out)
 
 
 class Renderings:
@@ -108,7 +126,7 @@ class Renderings:
         self.places = {} if places is None else places
         self._cards: dict[tuple, Card] = {}
         self._by_view: dict[int, Card] = {}   # id(card.view) -> card, for render()
-        self._frames: dict[tuple, tuple[str, str]] = {}
+        self._frames: dict[tuple, Frame] = {}
 
     def view(self, sub: Subscriber, changes: list[ChangeRow], *, now: dt.datetime,
              links: tuple[str, str]) -> DigestView:
@@ -136,22 +154,19 @@ class Renderings:
 
     def render(self, view: DigestView) -> Rendered:
         """What ``digest.render(view)`` gives, from the shared cards and frame."""
-        shared = _stand_ins(view)
+        shared = _fills(view)
         if shared is None:
             return render(view)
-        shape, values, fills = shared
+        shape, fills = shared
         frame = self._frames.get(shape)
         if frame is None:
-            frame = self._frames[shape] = self._frame(dataclasses.replace(view, **values))
-        text, html = frame
-        for stand_in, value in fills:
-            text, html = text.replace(stand_in, value), html.replace(stand_in, value)
+            frame = self._frames[shape] = self._frame(view)
         cards = [self._by_view.get(id(t)) for t in view.trials]
         cards = [c if c is not None and c.view is t else self._card(t) for c, t in zip(cards, view.trials)]
-        text_pieces = _around(text, [c.text for c in cards])
-        html_pieces = _around(html, [c.html for c in cards])
-        return Rendered(subject=view.subject, text="".join(text_pieces), html="".join(html_pieces),
-                        pieces=(text_pieces, html_pieces))
+        (text_head, text_tail), (html_head, html_tail) = frame.text, frame.html
+        text = (_filled(text_head, fills), *(c.text for c in cards), _filled(text_tail, fills))
+        html = (_filled(html_head, fills), *(c.html for c in cards), _filled(html_tail, fills))
+        return Rendered(subject=view.subject, text="".join(text), html="".join(html), pieces=(text, html))
 
     @staticmethod
     def _card(t: TrialView) -> Card:
@@ -161,8 +176,14 @@ class Renderings:
         return Card(t, text, _inliner()(env.get_template("email/_trial.html.j2").render(t=t)))
 
     @staticmethod
-    def _frame(view: DigestView) -> tuple[str, str]:
-        # As digest.render, with the cards' place marked.
-        ctx = {f.name: getattr(view, f.name) for f in dataclasses.fields(view)} | {"blocks": MARK}
+    def _frame(view: DigestView) -> Frame:
+        """As digest.render, with stand-ins for the values and the cards' place marked."""
+        stand = {}
+        for name in FRAME_FIELDS:
+            value = getattr(view, name)
+            items = tuple(_stand_in(name, i) if item else item
+                          for i, item in enumerate(value if isinstance(value, tuple) else (value,)))
+            stand[name] = items if isinstance(value, tuple) else items[0]
+        ctx = {f.name: getattr(view, f.name) for f in dataclasses.fields(view)} | stand | {"blocks": MARK}
         text = untrusted.strip_controls(environment().get_template("email/digest.txt.j2").render(**ctx))
-        return text, render_html("email/digest.html.j2", ctx)
+        return Frame(Frame.cut(text), Frame.cut(render_html("email/digest.html.j2", ctx)))
