@@ -82,15 +82,21 @@ def _fills(view: DigestView) -> tuple[tuple, dict[str, str]] | None:
     fills: dict[str, str] = {}
     for name in FRAME_FIELDS:
         value = getattr(view, name)
-        items = value if isinstance(value, tuple) else (value,)
-        shape.append(tuple(True if item else item for item in items))
-        fills.update((_stand_in(name, i), item) for i, item in enumerate(items) if item)
+        if isinstance(value, tuple):
+            shape.append(tuple(True if item else item for item in value))
+            fills.update((_stand_in(name, i), item) for i, item in enumerate(value) if item)
+        elif value:
+            shape.append(True)
+            fills[_stand_in(name, 0)] = value
+        else:
+            shape.append(value)
     # One check of every value at once (a space joins them: plain itself).
     if not all(isinstance(v, str) for v in fills.values()) or not _plain(" ".join(fills.values())):
         return None
     return tuple(shape), fills
 
 
+@functools.lru_cache(maxsize=64)
 def _stand_in(name: str, i: int) -> str:
     return f"Tw{name}{i}Qx7"
 
@@ -131,7 +137,7 @@ class Renderings:
     def view(self, sub: Subscriber, changes: list[ChangeRow], *, now: dt.datetime,
              links: tuple[str, str]) -> DigestView:
         """Her digest as data (``digest.build_view``), each trial's view shared with readers alike."""
-        followed = followed_by(sub, "trial")
+        followed, searches = followed_by(sub, "trial"), followed_by(sub, "search")
 
         def trial(nct: str, cs: list[ChangeRow], place: Any) -> TrialView:
             facts = self.facts.get(nct)
@@ -140,7 +146,7 @@ class Renderings:
             # Everything trial_view reads of her: whether she follows it, her searches it is
             # in, her place. The changes and the trial's facts are the same for the whole send.
             key = (nct, tuple(c.id for c in cs), nct in followed,
-                   her_searches(sub, cs, facts.memberships if facts else frozenset()), place)
+                   her_searches(sub, cs, facts.memberships if facts else frozenset(), searches), place)
             card = self._cards.get(key)
             if card is None:
                 card = self._card(trial_view(sub, nct, cs, facts, place))

@@ -418,9 +418,11 @@ def followed_by(sub: Subscriber, kind: str) -> set[str]:
     return {x.target for x in sub.subscriptions or [] if x.kind == kind}
 
 
-def her_searches(sub: Subscriber, changes: list[ChangeRow], memberships: frozenset[str]) -> tuple[str, ...]:
-    """Her saved searches this trial belongs to (or that reported it)."""
-    return tuple(sorted(followed_by(sub, "search") & (memberships | {c.search for c in changes if c.search})))
+def her_searches(sub: Subscriber, changes: list[ChangeRow], memberships: frozenset[str],
+                 followed: set[str] | None = None) -> tuple[str, ...]:
+    """Her saved searches (``followed``, when known) this trial belongs to (or that reported it)."""
+    followed = followed_by(sub, "search") if followed is None else followed
+    return tuple(sorted(followed & (memberships | {c.search for c in changes if c.search})))
 
 
 def _stopped_recruiting(cs: list[ChangeRow]) -> bool:
