@@ -4,7 +4,7 @@
     .venv/bin/python bench/bench_send.py --n 50000 --rounds 1
     .venv/bin/python bench/bench_send.py --profile        # one subject run under cProfile
     .venv/bin/python bench/bench_send.py --db-url postgresql+psycopg://postgres@127.0.0.1:5432/bench
-    .venv/bin/python bench/bench_send.py --baseline /tmp/base  # also the code in /tmp/base, each round
+    .venv/bin/python bench/bench_send.py --baseline ../tw-base  # also the code in ../tw-base, each round
 
 ``--baseline DIR``: DIR holds another version of the code (``git archive main | tar -x -C DIR``);
 each round then also runs it as a second subject on its own copy of the database, interleaved
@@ -16,14 +16,15 @@ Setup (not measured): a database with N active subscribers, each following 1 to 
 (SQLite; PostgreSQL: re-created) and runs, interleaved:
 
 * **subject**: a fresh process runs ``notify.send_pending`` (compose every digest, claim, send
-  over SMTP, settle) against the copy; the time is the call's, the peak RSS the process's own
-  ``ru_maxrss`` read by GNU time (``/usr/bin/time -f %M``).
+  over SMTP, settle) against the copy; the time is the call's (wall, and its CPU seconds, which
+  other load on the machine moves far less), the peak RSS the process's own ``ru_maxrss`` read
+  by GNU time (``/usr/bin/time -f %M``).
 * **floor**: a fresh process sends N prebuilt messages (the digests the subject stored, cycled
   from the first 200) with smtplib over one connection to the same sink.
 
 The sink is a minimal asyncio SMTP server in its own process on 127.0.0.1 that accepts and
-discards everything (counting messages, so a short send is caught). Figures are medians.
-Results: bench/results/send.{md,json}.
+discards everything (counting messages, so a short send is caught). Figures are medians; the
+load average before the rounds is printed and kept. Results: bench/results/send-<db>-<n>.{md,json}.
 """
 
 from __future__ import annotations
