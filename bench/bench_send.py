@@ -4,6 +4,11 @@
     .venv/bin/python bench/bench_send.py --n 50000 --rounds 1
     .venv/bin/python bench/bench_send.py --profile        # one subject run under cProfile
     .venv/bin/python bench/bench_send.py --db-url postgresql+psycopg://postgres@127.0.0.1:5432/bench
+    .venv/bin/python bench/bench_send.py --baseline ../tw-base  # also the code in ../tw-base, each round
+
+``--baseline DIR``: DIR holds another version of the code (``git archive main | tar -x -C DIR``);
+each round then also runs it as a second subject on its own copy of the database, interleaved
+with this checkout's, so a before/after ratio comes from the same conditions.
 
 Setup (not measured): a database with N active subscribers, each following 1 to 5 of 20 trials
 (cloned from real records by tests/corpus.py), then each trial's status changes once, so
@@ -11,14 +16,15 @@ Setup (not measured): a database with N active subscribers, each following 1 to 
 (SQLite; PostgreSQL: re-created) and runs, interleaved:
 
 * **subject**: a fresh process runs ``notify.send_pending`` (compose every digest, claim, send
-  over SMTP, settle) against the copy; the time is the call's, the peak RSS the process's own
-  ``ru_maxrss`` read by GNU time (``/usr/bin/time -f %M``).
+  over SMTP, settle) against the copy; the time is the call's (wall, and its CPU seconds, which
+  other load on the machine moves far less), the peak RSS the process's own ``ru_maxrss`` read
+  by GNU time (``/usr/bin/time -f %M``).
 * **floor**: a fresh process sends N prebuilt messages (the digests the subject stored, cycled
   from the first 200) with smtplib over one connection to the same sink.
 
 The sink is a minimal asyncio SMTP server in its own process on 127.0.0.1 that accepts and
-discards everything (counting messages, so a short send is caught). Figures are medians.
-Results: bench/results/send.{md,json}.
+discards everything (counting messages, so a short send is caught). Figures are medians; the
+load average before the rounds is printed and kept. Results: bench/results/send-<db>-<n>.{md,json}.
 """
 
 from __future__ import annotations
@@ -173,13 +179,13 @@ def run_subject(url: str, port: int, out: Path, profile: Path | None) -> None:
 
         prof = cProfile.Profile()
         prof.enable()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     report = notify.send_pending(store, config)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     if prof:
         prof.disable()
         prof.dump_stats(str(profile))
-    out.write_text(json.dumps({"seconds": seconds, "composed": report.composed, "sent": len(report.sent),
+    out.write_text(json.dumps({"seconds": seconds, "cpu_s": cpu, "composed": report.composed, "sent": len(report.sent),
                                "queued": len(report.queued), "failed": len(report.failed)}))
     store.close()
 
@@ -194,14 +200,14 @@ def run_floor(url: str, port: int, n: int, out: Path) -> None:
     # would cost the floor process gigabytes at N=50,000, and bytes are bytes to smtplib).
     bodies = _bodies(store)
     store.close()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     conn = smtplib.SMTP("127.0.0.1", port, timeout=30)
     conn.ehlo()
     for i in range(n):
         rcpt, body = bodies[i % len(bodies)]
         conn.sendmail("alerts@tw.example.org", [rcpt], body)
     conn.quit()
-    out.write_text(json.dumps({"seconds": time.perf_counter() - t0}))
+    out.write_text(json.dumps({"seconds": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}))
 
 
 def _bodies(store) -> list[tuple[str, bytes]]:  # noqa: ANN001
@@ -214,14 +220,17 @@ def _bodies(store) -> list[tuple[str, bytes]]:  # noqa: ANN001
                                             .order_by(Message.id).limit(FLOOR_DISTINCT))]
 
 
-def measured(args: list[str]) -> tuple[dict, float]:
-    """Run this script with ``args`` in a fresh process; (its JSON result, its peak RSS in MB)."""
+def measured(args: list[str], code: Path | None = None) -> tuple[dict, float]:
+    """Run this script with ``args`` in a fresh process; (its JSON result, its peak RSS in MB).
+    ``code``: import trialwatch from that folder instead (PYTHONPATH comes before the venv's
+    editable install; this script's folder, first on sys.path, holds no trialwatch)."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         out = Path(f.name)
     with tempfile.NamedTemporaryFile(suffix=".rss", delete=False) as f:
         rss = Path(f.name)
     cmd = ["/usr/bin/time", "-f", "%M", "-o", str(rss), str(VENV_PY), __file__, *args, "--out", str(out)]
-    subprocess.run(cmd, check=True)
+    env = dict(os.environ, PYTHONPATH=str(code), TRIALWATCH_BENCH_CODE=str(code)) if code else None
+    subprocess.run(cmd, check=True, env=env)
     result = json.loads(out.read_text())
     mb = int(rss.read_text().split()[-1]) / 1024
     out.unlink()
@@ -237,7 +246,9 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--db-url", help="PostgreSQL URL (a database the bench may drop and re-create); default SQLite")
     ap.add_argument("--profile", action="store_true", help="one subject run under cProfile, top 30 printed")
-    ap.add_argument("--role", choices=["sink", "subject", "floor"], help=argparse.SUPPRESS)
+    ap.add_argument("--baseline", type=Path, metavar="DIR",
+                    help="also run the trialwatch code in DIR (e.g. an exported main) each round, interleaved")
+    ap.add_argument("--role", choices=["sink", "setup", "subject", "floor"], help=argparse.SUPPRESS)
     ap.add_argument("--url", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -245,6 +256,12 @@ def main() -> int:
     args = ap.parse_args()
     if args.role == "sink":
         run_sink(args.out)
+        return 0
+    if os.environ.get("TRIALWATCH_BENCH_CODE"):
+        _migrations_from(Path(os.environ["TRIALWATCH_BENCH_CODE"]))
+    if args.role == "setup":
+        setup(args.url, args.n)
+        args.out.write_text("{}")
         return 0
     if args.role == "subject":
         run_subject(args.url, args.port, args.out, args.prof_out)
@@ -260,21 +277,25 @@ def main() -> int:
         while not port_file.exists() or not port_file.read_text():
             time.sleep(0.05)
         port = int(port_file.read_text())
-        template = tmp / "template.db"
+        # One set-up database per version of the code: the baseline may be at an older migration.
+        codes = {"subject": None} | ({"baseline": args.baseline} if args.baseline else {})
+        templates = {}
         t0 = time.perf_counter()
-        if args.db_url:
-            setup_url = _pg_fresh(args.db_url)
-        else:
-            setup_url = f"sqlite:///{template}"
-        setup(setup_url, args.n)
+        for which, code in codes.items():
+            if args.db_url:
+                url = make_url_for(args.db_url, "" if which == "subject" else "_base")
+                templates[which] = _pg_fresh(url)
+            else:
+                templates[which] = f"sqlite:///{tmp / f'template-{which}.db'}"
+            measured(["--role", "setup", "--url", templates[which], "--n", str(args.n)], code=code)
         print(f"setup: {args.n} subscribers, {N_TRIALS} changed trials, {time.perf_counter() - t0:.1f} s",
               flush=True)
 
-        def fresh() -> str:
+        def fresh(which: str = "subject") -> str:
             if args.db_url:
-                return _pg_copy(args.db_url)
-            db = tmp / "round.db"
-            shutil.copyfile(template, db)
+                return _pg_copy(templates[which])
+            db = tmp / f"round-{which}.db"
+            shutil.copyfile(templates[which].removeprefix("sqlite:///"), db)
             return f"sqlite:///{db}"
 
         if args.profile:
@@ -286,8 +307,12 @@ def main() -> int:
             pstats.Stats(str(prof)).sort_stats("tottime").print_stats(25)
             return 0
 
+        load = os.getloadavg()[0]
+        print(f"load average before the rounds: {load:.2f} (2 cores: above 2, other work competes)", flush=True)
         rows = []
         for r in range(args.rounds):
+            # The baseline (when given) goes first in odd rounds: neither side always runs second.
+            base = _baseline_round(args, port, fresh("baseline")) if args.baseline and r % 2 else None
             url = fresh()
             before = sink_count(port)
             subj, subj_mb = measured(["--role", "subject", "--url", url, "--port", str(port)])
@@ -296,19 +321,39 @@ def main() -> int:
                 print(f"round {r}: sink received {got}, send reported {subj}; expected {args.n}", file=sys.stderr)
                 return 1
             floor, floor_mb = measured(["--role", "floor", "--url", url, "--port", str(port), "--n", str(args.n)])
-            rows.append({"subject_s": subj["seconds"], "subject_mb": subj_mb, "floor_s": floor["seconds"],
-                         "floor_mb": floor_mb})
-            print(f"round {r}: send {subj['seconds']:.2f} s ({args.n / subj['seconds']:.0f} digests/s, "
-                  f"{subj_mb:.0f} MB); floor {floor['seconds']:.2f} s; ratio {subj['seconds'] / floor['seconds']:.2f}",
-                  flush=True)
+            row = {"subject_s": subj["seconds"], "subject_mb": subj_mb, "floor_s": floor["seconds"],
+                   "floor_mb": floor_mb, "subject_cpu_s": subj["cpu_s"], "floor_cpu_s": floor["cpu_s"]}
+            line = (f"round {r}: send {subj['seconds']:.2f} s ({args.n / subj['seconds']:.0f} digests/s, "
+                    f"{subj_mb:.0f} MB, CPU {subj['cpu_s']:.2f} s); floor {floor['seconds']:.2f} s "
+                    f"(CPU {floor['cpu_s']:.2f} s); ratio {subj['seconds'] / floor['seconds']:.2f}")
+            if args.baseline:
+                base_s, base_cpu, base_mb = base or _baseline_round(args, port, fresh("baseline"))
+                row |= {"baseline_s": base_s, "baseline_mb": base_mb, "baseline_cpu_s": base_cpu}
+                line += (f"; baseline {base_s:.2f} s ({base_mb:.0f} MB, CPU {base_cpu:.2f} s), "
+                         f"ratio {base_s / floor['seconds']:.2f}")
+            rows.append(row)
+            print(line, flush=True)
         med = {k: statistics.median(row[k] for row in rows) for k in rows[0]}
         ratio = statistics.median(row["subject_s"] / row["floor_s"] for row in rows)
+        # CPU seconds of the measured call, beside the wall time: far less moved by other load
+        # on the machine (the sink's share is not in either).
+        cpu_ratio = statistics.median(row["subject_cpu_s"] / row["floor_cpu_s"] for row in rows)
         db = "postgresql" if args.db_url else "sqlite"
         summary = {"n": args.n, "trials": N_TRIALS, "rounds": args.rounds, "db": db, **med,
-                   "digests_per_s": args.n / med["subject_s"], "ratio": ratio, "rows": rows}
+                   "digests_per_s": args.n / med["subject_s"], "ratio": ratio, "cpu_ratio": cpu_ratio,
+                   "load_before": load, "rows": rows}
         md = (f"| send, N={args.n:,}, {N_TRIALS} trials changed, {db} (median of {args.rounds}) | "
               f"{med['subject_s']:.2f} s, {args.n / med['subject_s']:.0f} digests/s, {med['subject_mb']:.0f} MB | "
-              f"smtplib, {args.n:,} prebuilt messages, one connection: {med['floor_s']:.2f} s | {ratio:.2f}× |")
+              f"smtplib, {args.n:,} prebuilt messages, one connection: {med['floor_s']:.2f} s | {ratio:.2f}× "
+              f"(CPU {med['subject_cpu_s']:.2f} s / {med['floor_cpu_s']:.2f} s: {cpu_ratio:.2f}×) |")
+        if args.baseline:
+            summary["baseline_ratio"] = statistics.median(row["baseline_s"] / row["floor_s"] for row in rows)
+            summary["baseline_cpu_ratio"] = statistics.median(row["baseline_cpu_s"] / row["floor_cpu_s"]
+                                                              for row in rows)
+            md += (f"\n| the same, baseline code ({args.baseline.name}), same rounds | {med['baseline_s']:.2f} s, "
+                   f"{args.n / med['baseline_s']:.0f} digests/s, {med['baseline_mb']:.0f} MB | "
+                   f"(the same floor) | {summary['baseline_ratio']:.2f}× (CPU {med['baseline_cpu_s']:.2f} s: "
+                   f"{summary['baseline_cpu_ratio']:.2f}×) |")
         print(md)
         RESULTS.mkdir(exist_ok=True)
         name = f"send-{db}-{args.n}"
@@ -320,6 +365,37 @@ def main() -> int:
         sink.terminate()
         sink.wait()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _baseline_round(args: argparse.Namespace, port: int, url: str) -> tuple[float, float, float]:
+    """The baseline code's send on its own fresh copy, checked like the subject's: (s, CPU s, MB)."""
+    before = sink_count(port)
+    base, mb = measured(["--role", "subject", "--url", url, "--port", str(port)], code=args.baseline)
+    got = sink_count(port) - before
+    if got != args.n or base["sent"] != args.n:
+        raise SystemExit(f"baseline: sink received {got}, send reported {base}; expected {args.n}")
+    return base["seconds"], base["cpu_s"], mb
+
+
+def _migrations_from(code: Path) -> None:
+    """trialwatch.migrations from ``code`` too: the venv's editable install maps that package
+    to this checkout's folder, which may hold migrations the baseline does not know."""
+    import importlib.util
+
+    init = code / "migrations" / "__init__.py"
+    spec = importlib.util.spec_from_file_location("trialwatch.migrations", init,
+                                                  submodule_search_locations=[str(init.parent)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["trialwatch.migrations"] = module
+    spec.loader.exec_module(module)
+
+
+def make_url_for(url: str, suffix: str) -> str:
+    """``url`` with ``suffix`` added to its database name."""
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    return u.set(database=f"{u.database}{suffix}").render_as_string(hide_password=False)
 
 
 def _pg_fresh(url: str) -> str:

@@ -161,3 +161,82 @@ def test_readers_sharing_a_change_set_each_get_exactly_their_own_digest(store, r
             purpose = "unsubscribe" if "unsubscribe?token=" + token in got.get_body(("plain",)).get_content() \
                 else "manage"
             assert tokens.read(SECRET, purpose, token).subscriber_id == sub.id
+
+
+def test_a_page_of_digests_attaches_its_outbox_rows_in_one_statement_each_to_its_own_message(store, record):
+    from sqlalchemy import event
+
+    cfg = make_config(None, followers(3))
+    notify.sync_subscribers(store, cfg)
+    recruiting(store, record)
+    rows = store.unsent_outbox()
+    assert len(rows) == 3
+    now = utcnow()
+    seen: list[tuple[str, bool]] = []
+
+    def log(conn, cursor, statement, params, context, executemany):  # noqa: ANN001
+        seen.append((statement, executemany))
+
+    event.listen(store.engine, "before_cursor_execute", log)
+    try:
+        mids = store.store_digests([(sub.id, [oid], [], NewMessage(sub.id, "digest", "email", sub.address,
+                                                                   f"<k{sub.id}@x>", "s", b"x"))
+                                    for oid, _, sub in rows], now)
+    finally:
+        event.remove(store.engine, "before_cursor_execute", log)
+    attach = [(sql, many) for sql, many in seen if sql.lstrip().upper().startswith("UPDATE OUTBOX")]
+    assert attach and not any(many for _, many in attach) and len(attach) == 1
+    got = {m.subscriber_id: m.id for m in messages(store)}
+    assert mids == [got[sub.id] for _, _, sub in rows]
+    with store.session() as s:
+        from trialwatch.store import OutboxRow
+
+        assert {o.subscriber_id: o.message_id for o in s.query(OutboxRow)} == got
+
+
+def test_two_digests_of_one_person_in_a_page_each_keep_their_own_rows(store, record):
+    cfg = make_config(None, followers(1))
+    notify.sync_subscribers(store, cfg)
+    recruiting(store, record)
+    store.record_fetch(record(NCT) | {"hasResults": True})  # more changes for her
+    rows = store.unsent_outbox()
+    assert len(rows) >= 2 and len({r[2].id for r in rows}) == 1
+    sub = rows[0][2]
+    store.store_digests([(sub.id, [oid], [], NewMessage(sub.id, "digest", "email", sub.address, f"<k{oid}@x>", "s",
+                                                        b"x")) for oid, _, _ in rows], utcnow())
+    key_of = {m.id: m.rfc_message_id for m in messages(store)}
+    with store.session() as s:
+        from trialwatch.store import OutboxRow
+
+        assert {o.id: key_of[o.message_id] for o in s.query(OutboxRow)} == {oid: f"<k{oid}@x>" for oid, _, _ in rows}
+
+
+def test_a_send_reads_each_change_once_and_readers_as_plain_data(store, record, monkeypatch):
+    import re
+
+    from sqlalchemy import event
+
+    from trialwatch.notify import compose
+    from trialwatch.store import Reader
+
+    monkeypatch.setattr(compose, "COMPOSE_BATCH", 1)  # a page per reader
+    cfg = make_config(None, followers(3))
+    notify.sync_subscribers(store, cfg)
+    recruiting(store, record)
+    reads: list[str] = []
+
+    def log(conn, cursor, statement, params, context, executemany):  # noqa: ANN001
+        if re.search(r"\bFROM changes\b|\bJOIN changes\b", statement):
+            reads.append(statement)
+
+    real = store.unsent_outbox_page
+    pages = []
+    monkeypatch.setattr(store, "unsent_outbox_page", lambda *a: pages.append(real(*a)) or pages[-1])
+    event.listen(store.engine, "before_cursor_execute", log)
+    try:
+        assert len(notify.compose_digests(store, cfg)) == 3
+    finally:
+        event.remove(store.engine, "before_cursor_execute", log)
+    assert len(reads) == 1   # the first page read the change; the next two had it already
+    assert all(isinstance(sub, Reader) for page in pages for _, _, sub in page)
+    assert [sub.address for page in pages for _, _, sub in page] == [f"p{i}@example.org" for i in range(3)]

@@ -106,3 +106,39 @@ def test_0003_makes_every_existing_subscriber_and_message_an_email_one(db_url):
         assert conn.execute(text("SELECT channel, address FROM subscribers")).all() == [("email", "ana@example.org")]
         assert conn.execute(text("SELECT channel, recipient FROM messages")).all() == [("email", "ana@example.org")]
     s.close()
+
+
+def test_0005_moves_each_message_s_bytes_to_message_bodies_and_back(db_url, record, monkeypatch):
+    from alembic import command
+
+    from trialwatch import config as cfgmod
+    from trialwatch import notify
+
+    monkeypatch.setenv("TRIALWATCH_SECRET_KEY", "s3cret-key-for-tests-only-0123456789")
+    s = st.open_store(db_url)
+    cfg = cfgmod.loads("email:\n  from: 'tw <tw@example.org>'\n  public_url: https://tw.example.org\n"
+                       "  transport: console\nsubscribers:\n  - {email: ana@example.org, trials: [NCT03268603]}\n")
+    notify.sync_subscribers(s, cfg)
+    old = record("NCT03268603")
+    old["protocolSection"]["statusModule"]["overallStatus"] = "NOT_YET_RECRUITING"
+    s.record_fetch(old)
+    s.record_fetch(record("NCT03268603"))
+    [mid] = notify.compose_digests(s, cfg)  # a queued digest its outbox rows point to
+    body = s.message(mid).body
+    assert body.startswith(b"From: ")
+
+    with s.engine.begin() as conn:
+        command.downgrade(st.alembic_config(conn), "0004")
+    with s.engine.connect() as conn:
+        assert conn.execute(text("SELECT id, body FROM messages")).all() == [(mid, body)]
+    # Back up with outbox rows referring to the message (SQLite could not rebuild the table then).
+    assert st.upgrade(s.engine)[1] == st.head_revision()
+    assert s.message(mid).body == body
+    with s.engine.begin() as conn:
+        assert conn.execute(text("SELECT message_id FROM message_bodies")).scalars().all() == [mid]
+        assert conn.execute(text("SELECT count(*) FROM outbox WHERE message_id = :m"), {"m": mid}).scalar()
+        # A message's bytes go with it.
+        conn.execute(text("DELETE FROM outbox"))
+        conn.execute(text("DELETE FROM messages"))
+        assert conn.execute(text("SELECT count(*) FROM message_bodies")).scalar() == 0
+    s.close()

@@ -80,6 +80,17 @@ def test_control_sequences_are_stripped_and_line_breaks_kept_only_where_asked():
     assert strip_controls("- old\r\n+ new\ttab") == "- old\n+ new\ttab"
 
 
+def test_printable_text_is_returned_as_is_because_no_filter_acts_on_a_printable_character():
+    from trialwatch import untrusted
+
+    for ch in map(chr, range(0x10000)):
+        if ch.isprintable():
+            assert not any(p.search(ch) for p in (untrusted._ESC_SEQ, untrusted._NEWLINES, untrusted._CONTROLS)), \
+                hex(ord(ch))
+    text = "NCT03268603: Active, not recruiting → Recruiting “x”"
+    assert strip_controls(text) is text and one_line(text) == text
+
+
 # -- the web page -------------------------------------------------------------------------------
 
 @pytest.fixture

@@ -33,6 +33,9 @@ def strip_controls(text: str, *, newlines: bool = True) -> str:
     """
     if not text:
         return text or ""
+    if isinstance(text, str) and text.isprintable():
+        # Nothing below can match: escapes, breaks, tabs and C0/C1 are all unprintable.
+        return text
     text = _NEWLINES.sub("\n", _ESC_SEQ.sub("", str(text)))
     if not newlines:
         text = text.replace("\n", " ").replace("\t", " ")

@@ -180,21 +180,38 @@ def build_message(config: "Config", *, to: str, name: str | None, rendered: "Ren
         "".join(head).encode("ascii"),
         sep, b'Content-Type: text/plain; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n',
         # The CRLF before a boundary belongs to the boundary, not to the part above it.
-        _qp(rendered.text), b"\r\n",
+        _qp(rendered.text, rendered.pieces and rendered.pieces[0]), b"\r\n",
         sep, b'Content-Type: text/html; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n',
-        _qp(rendered.html), b"\r\n",
+        _qp(rendered.html, rendered.pieces and rendered.pieces[1]), b"\r\n",
         f"--{boundary}--\r\n".encode()))
     return body, mid
 
 
-def _qp(text: str) -> bytes:
-    """A part's body: CRLF lines, quoted-printable (binascii's C encoder), ending in CRLF."""
+def _qp(text: str, pieces: tuple[str, ...] | None = None) -> bytes:
+    """A part's body: CRLF lines, quoted-printable (binascii's C encoder), ending in CRLF.
+
+    ``pieces`` (``Rendered.pieces``): what ``text`` is joined from, the digest's frame first and
+    last and the send's shared cards between. Quoted-printable works line by line, so when each
+    piece ends a line the pieces encode apart to the same bytes; each card is encoded once."""
+    pieces = tuple(p for p in pieces or () if p)
+    if len(pieces) < 2 or not all(p.endswith("\n") for p in pieces[:-1]):
+        return _qp_lines(text)
+    return b"".join((_qp_lines(pieces[0]), *map(_qp_shared, pieces[1:-1]), _qp_lines(pieces[-1])))
+
+
+def _qp_lines(text: str) -> bytes:
     import binascii
 
     data = text.replace("\r\n", "\n").replace("\r", "\n")
     if not data.endswith("\n"):
         data += "\n"
     return binascii.b2a_qp(data.replace("\n", "\r\n").encode("utf-8"), istext=True)
+
+
+@functools.lru_cache(maxsize=512)
+def _qp_shared(card: str) -> bytes:
+    # A card ends its line (``_qp`` checked): the newline added at the end is never one of its own.
+    return _qp_lines(card)
 
 
 _ATEXT = re.compile(r"[A-Za-z0-9 !#$%&'*+/=?^_`{|}~-]*")
@@ -252,7 +269,13 @@ def _mail_policy() -> policy.EmailPolicy:
 
 
 def sender(config: "Config") -> str:
-    return parseaddr(config.email.from_)[1] or "trialwatch@localhost"
+    return _address_of(config.email.from_)
+
+
+@functools.lru_cache(maxsize=8)
+def _address_of(from_: str) -> str:
+    # Parsed once, not for each message built and sent.
+    return parseaddr(from_)[1] or "trialwatch@localhost"
 
 
 # -- webhook ----------------------------------------------------------------------------------

@@ -1,15 +1,14 @@
 """Composing: due outbox rows become one stored digest message per subscriber.
 
 ``compose_digests`` pages through unattached outbox rows, builds each person's view and
-rendering with ``digest`` (readers who share a change set and preferences share one rendering,
-personalised afterwards), and stores the messages with their outbox rows attached.
+rendering with ``digest`` (each trial's card rendered once for the readers alike, ``cards``),
+and stores the messages with their outbox rows attached.
 ``render_digest`` is called through the ``digest`` module so a test that replaces
 ``notify.digest.render_digest`` replaces it here too.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Iterable
@@ -18,17 +17,8 @@ from typing import TYPE_CHECKING, Any
 from .. import tokens, untrusted
 from ..store import ChangeRow, NewMessage, Store, Subscriber, utcnow
 from . import digest
-from .digest import (
-    DigestView,
-    Pending,
-    Rendered,
-    TrialFacts,
-    build_view,
-    digest_due,
-    followed_by,
-    her_place,
-    load_facts,
-)
+from .cards import Renderings
+from .digest import Pending, TrialFacts, digest_due, load_facts
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -61,11 +51,12 @@ def compose_digests(store: Store, config: "Config", *, now: dt.datetime | None =
     # One read per trial for the whole send, whoever's digest it appears in.
     facts: dict[str, TrialFacts] = {}
     channels: dict[str, Any] = {}
-    shared: dict[tuple, tuple[DigestView, Rendered]] = {}
-    places: dict = {}  # her place, resolved once per location text per send
+    # Each trial's card rendered once for the readers alike, her place resolved once a send.
+    renderings = Renderings(config, facts)
+    changes: dict[int, ChangeRow] = {}  # each change read once per send, whoever it is owed to
     after = 0
     while True:
-        rows = store.unsent_outbox_page(after, COMPOSE_BATCH)
+        rows = store.unsent_outbox_page(after, COMPOSE_BATCH, changes)
         if not rows:
             break
         after = rows[-1][2].id
@@ -82,7 +73,7 @@ def compose_digests(store: Store, config: "Config", *, now: dt.datetime | None =
                     if sub.channel not in channels:
                         channels[sub.channel] = channel_for(sub.channel, config)
                     message = _digest_message(store, config, channels[sub.channel], sub, [c for c, _ in keep],
-                                              facts, now, secret, shared, places)
+                                              facts, now, secret, renderings)
                 except Exception as e:  # noqa: BLE001 - one bad digest must not hold back everyone's mail
                     # Her outbox rows stay unattached, so nothing is lost: a fixed release mails them.
                     # Reported, never swallowed: a digest nobody can build is mail that never arrives.
@@ -108,68 +99,13 @@ def _pending_of(rows: Iterable[tuple[int, ChangeRow, Subscriber]], now: dt.datet
     return [p for p in out.values() if digest_due(p.subscriber, now)]
 
 
-# Stand-ins rendered in place of one reader's name and link tokens, so that readers who share a
-# change set and the same preferences share one rendering (templates and CSS inlining run once
-# per distinct digest, not once per person). Plain letters: no escaping or inlining alters them.
-_NAME, _UNSUB, _MANAGE = "TwReaderNameQx7", "TwUnsubTokenQx7", "TwManageTokenQx7"
-
-
-def _shareable(name: str | None) -> bool:
-    """A name that reads the same in text and HTML after escaping: nothing to escape, no
-    control or separator characters (which stripping or the HTML serialiser would rewrite)."""
-    return not name or (name.isprintable() and not any(ch in "&<>\"'" for ch in name)
-                        and "Qx7" not in name)
-
-
 def _digest_message(store: Store, config: "Config", channel: Any, sub: Subscriber, changes: list[ChangeRow],
                     facts: dict[str, TrialFacts], now: dt.datetime, secret: str,
-                    shared: dict[tuple, tuple[DigestView, Rendered]] | None = None,
-                    places: dict | None = None) -> NewMessage:
-    unsub = tokens.make(secret, "unsubscribe", sub.id, sub.token_version or 0)
-    key = None
-    if shared is not None and _shareable(sub.name):
-        # Her place changes what a digest says (nearest open site, alternatives near her).
-        place = her_place(config, sub, places)
-        key = (tuple(c.id for c in changes), frozenset(followed_by(sub, "trial")), frozenset(followed_by(sub, "search")),
-               sub.min_severity, sub.digest, bool(sub.name), (place.lat, place.lon) if place else None)
-    if key is not None and key in shared:
-        view, rendered = _personal(*shared[key], sub, secret, unsub)
-    elif key is not None:
-        # Signing is a good part of a digest's cost: the shared rendering carries stand-ins only.
-        view = build_view(config, sub, changes, facts, now=now, secret_key=None, places=places)
-        stand_in = dataclasses.replace(view, name=_NAME if sub.name else None,
-                                       unsubscribe_url=_link(view.unsubscribe_url, _UNSUB),
-                                       manage_url=_link(view.manage_url, _MANAGE))
-        shared[key] = (stand_in, digest.render_digest(store, config, sub, changes, now=now, secret_key=secret,
-                                                      facts=facts, view=stand_in))
-        if len(shared) > _SHARED_MAX:
-            shared.pop(next(iter(shared)))
-        view, rendered = _personal(*shared[key], sub, secret, unsub)
-    else:
-        view = build_view(config, sub, changes, facts, now=now, secret_key=secret, places=places)
-        rendered = digest.render_digest(store, config, sub, changes, now=now, secret_key=secret, facts=facts,
-                                        view=view)
+                    renderings: Renderings) -> NewMessage:
+    version = sub.token_version or 0
+    unsub = tokens.make(secret, "unsubscribe", sub.id, version)
+    view = renderings.view(sub, changes, now=now, links=(unsub, tokens.make(secret, "manage", sub.id, version)))
+    rendered = digest.render_digest(store, config, sub, changes, now=now, secret_key=secret, facts=facts,
+                                    view=view, renderings=renderings)
     body, msg_key = channel.compose(rendered, view, to=sub.address, name=sub.name, now=now, unsubscribe_token=unsub)
     return NewMessage(sub.id, "digest", channel.__kind__, sub.address, msg_key, rendered.subject, body)
-
-
-# Distinct renderings kept during one send (oldest dropped first): memory stays bounded.
-_SHARED_MAX = 512
-
-
-def _link(url: str, stand_in: str) -> str:
-    return url.rpartition("token=")[0] + "token=" + stand_in
-
-
-def _personal(view: DigestView, rendered: Rendered, sub: Subscriber, secret: str,
-              unsub: str) -> tuple[DigestView, Rendered]:
-    """The shared rendering with this reader's name and link tokens in place of the stand-ins."""
-    manage = tokens.make(secret, "manage", sub.id, sub.token_version or 0)
-    name = sub.name or ""
-
-    def fill(text: str) -> str:
-        return text.replace(_NAME, name).replace(_UNSUB, unsub).replace(_MANAGE, manage)
-
-    view = dataclasses.replace(view, name=sub.name, unsubscribe_url=fill(view.unsubscribe_url),
-                               manage_url=fill(view.manage_url))
-    return view, Rendered(rendered.subject, fill(rendered.text), fill(rendered.html))

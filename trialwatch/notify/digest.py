@@ -4,7 +4,7 @@
 contacts, saved-search memberships) ONCE per trial per send; ``build_view`` turns one person's
 changes and those facts into dataclasses holding everything a template needs; ``render`` is the
 templates alone. ``pending`` groups unattached outbox rows per person; ``compose`` turns them into
-stored messages (``compose_digests`` stays importable from here).
+stored messages.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import dataclasses
 import datetime as dt
 import functools
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from jinja2 import Environment
 
     from ..config import Config
+    from .cards import Renderings
 
 log = logging.getLogger("trialwatch.notify")
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
@@ -45,6 +46,11 @@ class Rendered:
     subject: str
     text: str
     html: str
+    # When assembled from a send's shared cards (notify.cards): the pieces text and html are
+    # joined from, the frame's first and last, each trial's card between, so that a channel
+    # can encode a card once a send. Not part of what it says.
+    pieces: tuple[tuple[str, ...], tuple[str, ...]] | None = dataclasses.field(default=None, compare=False,
+                                                                                repr=False)
 
 
 # -- the view model ---------------------------------------------------------------------------
@@ -156,16 +162,20 @@ def environment() -> "Environment":
         undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
     )
     env.filters.update(safe_email=untrusted.safe_email, tel_href=untrusted.tel_href,
-                       one_line=untrusted.one_line)
+                       one_line=untrusted.one_line, strip_controls=untrusted.strip_controls)
     return env
 
 
-def render_html(name: str, ctx: dict) -> str:
+@functools.lru_cache(maxsize=1)
+def css_inliner() -> Any:
+    """Mail clients drop <style>; every rule goes into style="" attributes and nothing is fetched."""
     import css_inline
 
-    html = environment().get_template(name).render(**ctx)
-    # Mail clients drop <style>; every rule goes into style="" attributes and nothing is fetched.
-    return css_inline.CSSInliner(load_remote_stylesheets=False, keep_style_tags=False).inline(html)
+    return css_inline.CSSInliner(load_remote_stylesheets=False, keep_style_tags=False)
+
+
+def render_html(name: str, ctx: dict) -> str:
+    return css_inliner().inline(environment().get_template(name).render(**ctx))
 
 
 def render(view: DigestView) -> Rendered:
@@ -408,9 +418,11 @@ def followed_by(sub: Subscriber, kind: str) -> set[str]:
     return {x.target for x in sub.subscriptions or [] if x.kind == kind}
 
 
-def _searches(sub: Subscriber, changes: list[ChangeRow], memberships: frozenset[str]) -> tuple[str, ...]:
-    """Her saved searches this trial belongs to (or that reported it)."""
-    return tuple(sorted(followed_by(sub, "search") & (memberships | {c.search for c in changes if c.search})))
+def her_searches(sub: Subscriber, changes: list[ChangeRow], memberships: frozenset[str],
+                 followed: set[str] | None = None) -> tuple[str, ...]:
+    """Her saved searches (``followed``, when known) this trial belongs to (or that reported it)."""
+    followed = followed_by(sub, "search") if followed is None else followed
+    return tuple(sorted(followed & (memberships | {c.search for c in changes if c.search})))
 
 
 def _stopped_recruiting(cs: list[ChangeRow]) -> bool:
@@ -452,7 +464,7 @@ def trial_view(sub: Subscriber, nct: str, cs: list[ChangeRow], facts: TrialFacts
                place: Any = None) -> TrialView:
     views = [change_view(c, facts) for c in cs]
     memberships = facts.memberships if facts else frozenset()
-    searches = _searches(sub, cs, memberships)
+    searches = her_searches(sub, cs, memberships)
     # A search she follows that this trial just left is said as such, never "it matches".
     left = {c.search for c in cs if c.search and c.field == "search_unmatch"} - memberships
     reasons = ([f"you follow {nct}"] if nct in followed_by(sub, "trial") else []) + \
@@ -500,21 +512,28 @@ def _intro(n_changes: int, n_trials: int) -> str:
 
 def build_view(config: "Config", subscriber: Subscriber, changes: Sequence[ChangeRow],
                facts: dict[str, TrialFacts], *, nct_ids: Sequence[str] = (), now: dt.datetime,
-               secret_key: str | None = None, places: dict | None = None) -> DigestView:
+               secret_key: str | None = None, places: dict | None = None,
+               links: tuple[str, str] | None = None,
+               trial: Callable[[str, list[ChangeRow], Any], TrialView] | None = None) -> DigestView:
     """One person's digest as data: ``changes`` grouped by trial (most severe first), plus the
-    current state of any trial in ``nct_ids`` without changes. Pure: ``facts`` holds the reads."""
+    current state of any trial in ``nct_ids`` without changes. Pure: ``facts`` holds the reads.
+    ``links``: her unsubscribe and manage tokens, signed already (else signed here with
+    ``secret_key``); ``trial(nct, changes, place)``: a trial's view (the composer's per-send
+    cache), else ``trial_view``."""
     groups = group(changes)
     seen = {nct for nct, _ in groups}
     groups += [(nct, []) for nct in nct_ids if nct not in seen]
     # Her place ranks alternatives (a trial stopped recruiting) and names the nearest open site
     # (a trial or a site near her opened); resolved once a send (``places``).
     place = her_place(config, subscriber, places)
-    trials = tuple(trial_view(subscriber, nct, cs, facts.get(nct), place) for nct, cs in groups)
-    if secret_key and subscriber.id:
-        unsub = tokens.make(secret_key, "unsubscribe", subscriber.id, subscriber.token_version or 0)
-        manage = tokens.make(secret_key, "manage", subscriber.id, subscriber.token_version or 0)
-    else:
-        unsub = manage = "PREVIEW"
+    if trial is None:
+        def trial(nct: str, cs: list[ChangeRow], place: Any) -> TrialView:
+            return trial_view(subscriber, nct, cs, facts.get(nct), place)
+    trials = tuple(trial(nct, cs, place) for nct, cs in groups)
+    if links is None and secret_key and subscriber.id:
+        links = (tokens.make(secret_key, "unsubscribe", subscriber.id, subscriber.token_version or 0),
+                 tokens.make(secret_key, "manage", subscriber.id, subscriber.token_version or 0))
+    unsub, manage = links or ("PREVIEW", "PREVIEW")
     subject = digest_subject(groups)
     public = config.email.public_url
     return DigestView(
@@ -530,12 +549,14 @@ def build_view(config: "Config", subscriber: Subscriber, changes: Sequence[Chang
 def render_digest(store: Store, config: "Config", subscriber: Subscriber, changes: Sequence[ChangeRow], *,
                   nct_ids: Sequence[str] = (), now: dt.datetime | None = None,
                   secret_key: str | None = None, facts: dict[str, TrialFacts] | None = None,
-                  places: dict | None = None, view: DigestView | None = None) -> Rendered:
+                  places: dict | None = None, view: DigestView | None = None,
+                  renderings: "Renderings | None" = None) -> Rendered:
     """Load (what ``facts`` lacks), build the view, render. Links carry real tokens when
     ``secret_key`` is given, a placeholder otherwise. ``view``: already built (the composer
-    builds it once for the message and its channel)."""
+    builds it once for the message and its channel), rendered from the send's shared cards
+    when ``renderings`` is given (the same bytes)."""
     if view is not None:
-        return render(view)
+        return renderings.render(view) if renderings is not None else render(view)
     facts = load_facts(store, [c.nct_id for c in changes] + list(nct_ids), facts)
     view = build_view(config, subscriber, changes, facts, nct_ids=nct_ids, now=now or utcnow(),
                       secret_key=secret_key, places=places)
@@ -575,11 +596,3 @@ def pending(store: Store, now: dt.datetime, *, due_only: bool = True) -> list[Pe
         p.changes.append(change)
         p.outbox_ids.append(outbox_id)
     return [p for p in out.values() if not due_only or digest_due(p.subscriber, now)]
-
-
-def __getattr__(name: str) -> Any:
-    # The composer moved to ``compose``; imported lazily, since ``compose`` imports this module.
-    if name in ("compose_digests", "COMPOSE_BATCH"):
-        from . import compose
-        return getattr(compose, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -69,7 +69,7 @@ from .polls import PollOps
 from .records import Recorded, Prepared, seam_diff
 from .registry import RegistryOps
 from .searches import SearchOps
-from .outbox import Claimed, NewMessage, OutboxOps
+from .outbox import Claimed, Follow, NewMessage, OutboxOps, Reader
 from .snapshots import SnapshotOps
 from .subscribers import SubscriberOps, WantedSubscriber
 from .trials import TrialOps
@@ -84,7 +84,7 @@ __all__ = [
     "OutboxRow", "Poll", "RateEvent", "Recorded", "RegistryHistory", "RegistryVersion", "SavedSearchRun",
     "SearchMember", "Snapshot", "Store", "Subscriber", "Subscription", "Trial", "TrialAlias", "current_revision",
     "head_revision", "make_engine", "migrations_dir", "open_store", "seam_diff", "upgrade", "utcnow",
-    "Prepared", "alembic_config", "safe_url", "Claimed", "NewMessage", "WantedSubscriber",
+    "Prepared", "alembic_config", "safe_url", "Claimed", "Follow", "NewMessage", "Reader", "WantedSubscriber",
 ]
 
 

@@ -141,7 +141,7 @@ def head_revision() -> str:
 # The migration this code's models match (the head of migrations/versions). Kept here so that
 # opening a database reads one row instead of importing Alembic and parsing every migration;
 # tests/test_migrations.py checks it equals Alembic's head.
-SCHEMA_REVISION = "0004"
+SCHEMA_REVISION = "0005"
 
 
 def current_revision(engine: Engine) -> str | None:

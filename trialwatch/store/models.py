@@ -16,8 +16,9 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    select,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, synonym
+from sqlalchemy.orm import DeclarativeBase, Mapped, column_property, mapped_column, relationship, synonym
 
 from ..events import SEVERITY_RANK
 
@@ -239,7 +240,7 @@ class Message(Base):
     recipient: Mapped[str] = mapped_column(String(2000))  # the address on that channel
     rfc_message_id: Mapped[str] = mapped_column(String(255), unique=True)
     subject: Mapped[str] = mapped_column(Text)
-    body: Mapped[bytes] = mapped_column(LargeBinary)  # what the channel sends: RFC 5322 bytes, a JSON body
+    # ``body`` (below): its bytes, kept in message_bodies.
     state: Mapped[str] = mapped_column(String(10), default="queued", index=True)  # queued|sending|sent|failed
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
@@ -247,6 +248,23 @@ class Message(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+
+class MessageBody(Base):
+    """What a message's channel sends (RFC 5322 bytes, a JSON body), apart from its delivery
+    state: claiming and settling a message then update its small ``messages`` row only, where
+    SQLite rewrites a whole row, a digest's ~15 KB, on any update (twice per message sent)."""
+
+    __tablename__ = "message_bodies"
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+# Read as a column of the message (``select(Message.body)``, ``message.body``); written with the
+# message by the store (``NewMessage``).
+Message.body = column_property(  # type: ignore[attr-defined]
+    select(MessageBody.body).where(MessageBody.message_id == Message.id).correlate_except(MessageBody)
+    .scalar_subquery())
 
 
 class RateEvent(Base):
