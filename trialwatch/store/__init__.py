@@ -35,6 +35,7 @@ from .engine import (
     safe_url,
     StoreSession,
     current_revision,
+    downgrade,
     head_revision,
     make_engine,
     migrations_dir,
@@ -82,7 +83,7 @@ DATABASE_ERRORS: tuple[type[Exception], ...] = (StoreError, SQLAlchemyError)
 __all__ = [
     "DATABASE_ERRORS", "NOT_RECRUITING", "REGISTRY_SEQ_BASE", "AlternativesCache", "SCHEMA_REVISION", "IndexPage", "IndexRow", "PageStamp", "SearchPageData", "WRITE_CHUNK", "FIRSTS_CHUNK", "CHUNK_BYTES", "Base", "Blob", "ChangeRow", "Lock", "Message",
     "OutboxRow", "Poll", "RateEvent", "Recorded", "RegistryHistory", "RegistryVersion", "SavedSearchRun",
-    "SearchMember", "Snapshot", "Store", "Subscriber", "Subscription", "Trial", "TrialAlias", "current_revision",
+    "SearchMember", "Snapshot", "Store", "Subscriber", "Subscription", "Trial", "TrialAlias", "current_revision", "downgrade",
     "head_revision", "make_engine", "migrations_dir", "open_store", "seam_diff", "upgrade", "utcnow",
     "Prepared", "alembic_config", "safe_url", "Claimed", "Follow", "NewMessage", "Reader", "WantedSubscriber",
 ]

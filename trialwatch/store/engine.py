@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import (
     create_engine,
     event,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -161,7 +163,7 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
     from alembic.runtime.migration import MigrationContext
     from sqlalchemy import inspect
 
-    with engine.begin() as conn:
+    with _migrating(engine) as conn:
         # Two processes starting on a fresh database must not both create it: PostgreSQL
         # serialises on an advisory lock; SQLite transactions here begin IMMEDIATE. What is
         # there is read inside the lock, so the second finds the first's work done.
@@ -173,6 +175,38 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
                              "migration stamp", hint="Point 'database' at an empty database or at trialwatch's own.")
         command.upgrade(alembic_config(conn), revision)
     return before, current_revision(engine)
+
+
+def downgrade(engine: Engine, revision: str) -> str | None:
+    """Run Alembic migrations down to ``revision`` (an older schema, e.g. to go back to an
+    older trialwatch); returns the revision now stamped."""
+    from alembic import command
+
+    with _migrating(engine) as conn:
+        command.downgrade(alembic_config(conn), revision)
+    return current_revision(engine)
+
+
+@contextmanager
+def _migrating(engine: Engine) -> Iterator[Connection]:
+    """One transaction for a migration. On SQLite, foreign keys are off meanwhile and checked
+    before commit (SQLite's own procedure for schema changes): a migration that rebuilds a
+    table (copy, drop, rename) would otherwise fail to drop one that rows elsewhere refer to,
+    e.g. ``messages`` once mail is queued. The pragma is a no-op inside a transaction, so it is
+    set on the driver's connection before ours begins."""
+    with engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:
+            conn.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with conn.begin():
+                yield conn
+                if sqlite and (broken := conn.exec_driver_sql("PRAGMA foreign_key_check").first()):
+                    raise StoreError(f"a migration left a row of {broken[0]} referring to a missing row of "
+                                     f"{broken[2]}; nothing was changed", hint="Report this as a bug.")
+        finally:
+            if sqlite:
+                conn.connection.driver_connection.execute("PRAGMA foreign_keys=ON")
 
 
 READ_ONLY = "trialwatch_read_only"
