@@ -154,7 +154,7 @@ import os, sys
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 sys.modules.setdefault("httpx._main", None)
 from trialwatch import cli_common
-cli_common.begin_startup()
+getattr(cli_common, "begin_startup", lambda: None)()  # (absent before start-up had it)
 from trialwatch import cli  # click and the command modules: what --help imports
 t1 = time.perf_counter()
 from trialwatch.config import load
@@ -164,7 +164,7 @@ from trialwatch.notify import sync_subscribers  # imports the store: SQLAlchemy,
 t3 = time.perf_counter()
 from trialwatch.store import open_store
 store = open_store(config.database_url)
-cli_common.end_startup()
+getattr(cli_common, "end_startup", lambda: None)()
 t4 = time.perf_counter()
 sync_subscribers(store, config)
 t5 = time.perf_counter()
