@@ -67,6 +67,9 @@ print(json.dumps({"studies": n}))
 '''
 
 
+BASELINE_SRC: Path | None = None  # --baseline-src: an older package folder measured beside this one
+
+
 def median(xs: list[float]) -> float:
     return statistics.median(xs)
 
@@ -79,29 +82,38 @@ def measure(cmd: list[str], env: dict, cwd: Path) -> dict:
 
 
 def pair(label: str, subject: list[str], floor: list[str], env: dict, cwd: Path, rounds: int,
-         before=None, after=None) -> dict:  # noqa: ANN001
-    """Subject and floor interleaved, order alternating; ``before(i)`` and ``after(i)`` run
-    around each round."""
-    s_wall, s_cpu, f_wall, s_rss = [], [], [], []
+         before=None, after=None, baseline: list[str] | None = None) -> dict:  # noqa: ANN001
+    """Subject and floor interleaved, order rotating; ``before(i)`` and ``after(i)`` run around
+    each round. With ``--baseline-src``, ``baseline`` (the same command of the older package, by
+    default ``subject`` itself) runs in each round too: the "before" figures of the same run."""
+    runs: dict[str, list[dict]] = {"subject": [], "floor": []}
+    cmds = {"subject": (subject, env), "floor": (floor, env)}
+    if BASELINE_SRC is not None:
+        runs["before"] = []
+        cmds["before"] = (baseline or subject, {**env, "PYTHONPATH": str(BASELINE_SRC)})
+    names = list(cmds)
     for i in range(rounds):
         if before:
             before(i)
-        order = (0, 1) if i % 2 == 0 else (1, 0)
-        for which in order:
-            m = measure(subject if which == 0 else floor, env, cwd)
-            if which == 0:
-                s_wall.append(m["wall_s"])
-                s_cpu.append(m["user_s"] + m["sys_s"])
-                s_rss.append(m["max_rss_mb"])
-            else:
-                f_wall.append(m["wall_s"])
+        for which in names[i % len(names):] + names[:i % len(names)]:
+            cmd, e = cmds[which]
+            runs[which].append(measure(cmd, e, cwd))
         if after:
             after(i)
-    res = {"label": label, "wall_s": median(s_wall), "cpu_s": median(s_cpu), "rss_mb": median(s_rss),
-           "floor_wall_s": median(f_wall), "walls": s_wall, "floor_walls": f_wall}
+
+    def stats(ms: list[dict]) -> dict:
+        return {"wall_s": median([m["wall_s"] for m in ms]), "cpu_s": median([m["user_s"] + m["sys_s"] for m in ms]),
+                "rss_mb": median([m["max_rss_mb"] for m in ms]), "walls": [m["wall_s"] for m in ms]}
+
+    res = {"label": label, **stats(runs["subject"])}
+    res["floor_wall_s"], res["floor_walls"] = median([m["wall_s"] for m in runs["floor"]]), [m["wall_s"] for m in runs["floor"]]
     res["ratio"] = res["wall_s"] / res["floor_wall_s"]
-    print(f"  {label}: {res['wall_s']:.3f} s (CPU {res['cpu_s']:.3f} s, {res['rss_mb']:.0f} MB) | floor "
-          f"{res['floor_wall_s']:.3f} s | {res['ratio']:.1f}x", flush=True)
+    line = (f"  {label}: {res['wall_s']:.3f} s (CPU {res['cpu_s']:.3f} s, {res['rss_mb']:.0f} MB) | floor "
+            f"{res['floor_wall_s']:.3f} s | {res['ratio']:.1f}x")
+    if "before" in runs:
+        res["before"] = stats(runs["before"])
+        line += f" | before: {res['before']['wall_s']:.3f} s (CPU {res['before']['cpu_s']:.3f} s)"
+    print(line, flush=True)
     return res
 
 
@@ -195,6 +207,12 @@ class PollScenario:
         self.tw.config.write_text(self.tw.config.read_text() + self.spec["config"])
         self.tw.poll("baseline")
         self.daemon = DaemonPoll(api, self.tw, tmp)
+        self.tw_before = None
+        if BASELINE_SRC is not None:  # the older package's one-shot poll: its own database
+            self.tw_before = Trialwatch(api, corpus, tmp / "before", subscriber=True)
+            self.tw_before.config.write_text(self.tw_before.config.read_text() + self.spec["config"])
+            self.tw_before.env["PYTHONPATH"] = str(BASELINE_SRC)
+            self.tw_before.poll("baseline")
 
     def refresh(self) -> None:
         """A new registry day: C records change status, /version's dataTimestamp moves."""
@@ -249,8 +267,12 @@ def bench_poll(tmp: Path, rounds: int, n: int, c: int, scenarios: list[str], url
                 sc.refresh()
                 api.reset_requests()
 
+            baseline = None
+            if sc.tw_before is not None:
+                sc.tw_before.poll("probe")  # this day too
+                baseline = [str(TRIALWATCH), "--config", str(sc.tw_before.config), "poll", "--json", "--no-send"]
             res = pair(f"one-shot poll N={n} C={c}, {name}", subject, floor, env, sc.tw.dir, rounds,
-                       before=before, after=after)
+                       before=before, after=after, baseline=baseline)
             res["what"] = sc.spec["what"]
             res["requests"] = len(replay.read_text().splitlines())
             # The phases of the same poll, in a child (one refresh each; medians).
@@ -262,6 +284,8 @@ def bench_poll(tmp: Path, rounds: int, n: int, c: int, scenarios: list[str], url
                 got = json.loads(m["stdout"].strip().splitlines()[-1])
                 assert got["changed"] == c, got
                 walls.append(m["wall_s"])
+                phases.setdefault("interpreter start + exit (wall − the timed phases)", []).append(
+                    m["wall_s"] - sum(got["phases"].values()))
                 for k, v in got["phases"].items():
                     phases.setdefault(k, []).append(v)
             res["phases"] = {k: median(v) for k, v in phases.items()}
@@ -288,16 +312,21 @@ def markdown(res: dict) -> str:
          f"trialwatch at {res['commit']}. Host: {res['host']}; load average at the start {res['load']}. "
          f"Command: `{res['command']}`.", "",
          f"Medians of {res['rounds']} runs, subject and floor interleaved; wall is spawn to exit.", "",
-         "| command | wall s | CPU s | peak RSS MB | floor (same run) | floor wall s | ratio |",
-         "|---|---:|---:|---:|---|---:|---:|"]
+         "| command | wall s | CPU s | peak RSS MB | floor (same run) | floor wall s | ratio |"
+         + (" before: wall s | before: CPU s |" if res.get("baseline_src") else ""),
+         "|---|---:|---:|---:|---|---:|---:|" + ("---:|---:|" if res.get("baseline_src") else "")]
     floors = {"help": "`python -c print(...)`", "check": "stdlib GET + json.loads + print",
               "check_location": "stdlib GET + json.loads + print"}
     rows = [(k, res.get(k), floors[k]) for k in ("help", "check", "check_location")]
     rows += [(k, r, f"stdlib: the same {r['requests']} requests + parse") for k, r in res.get("poll", {}).items()]
     for _, r, floor in rows:
         if r:
+            b = r.get("before")
             L.append(f"| {r['label']} | {r['wall_s']:.3f} | {r['cpu_s']:.3f} | {r['rss_mb']:.0f} | {floor} | "
-                     f"{r['floor_wall_s']:.3f} | {r['ratio']:.1f}× |")
+                     f"{r['floor_wall_s']:.3f} | {r['ratio']:.1f}× |"
+                     + (f" {b['wall_s']:.3f} | {b['cpu_s']:.3f} |" if b else ""))
+    if res.get("baseline_src"):
+        L += ["", f"before: the package in `{res['baseline_src']}`, run in the same rounds."]
     polls = res.get("poll", {})
     if any("urlwatch_wall_s" in p for p in polls.values()):
         L += ["", "urlwatch 2.29 on the same records in the same rounds (each after the same registry refresh):", "",
@@ -311,11 +340,9 @@ def markdown(res: dict) -> str:
                          f"**{p['vs_urlwatch']:.1f}×** | {d} |")
     for name, p in polls.items():
         if "phases" in p:
-            inside = sum(p["phases"].values())
-            L += ["", f"Where the one-shot poll's time goes ({name}; medians of a child that runs the `poll` "
-                      f"command's steps with timers; its wall {p['phases_wall_s']:.3f} s):", "",
-                  "| phase | s |", "|---|---:|"]
-            L.append(f"| interpreter start + exit (wall − timed phases) | {p['phases_wall_s'] - inside:.3f} |")
+            L += ["", f"Where the one-shot poll's time goes ({name}; a child that runs the `poll` command's "
+                      f"steps with timers; medians of each phase, so they need not add up to the median "
+                      f"wall, {p['phases_wall_s']:.3f} s):", "", "| phase | s |", "|---|---:|"]
             L += [f"| {k} | {v:.3f} |" for k, v in p["phases"].items()]
     return "\n".join(L) + "\n"
 
@@ -332,8 +359,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-urlwatch", action="store_true")
     ap.add_argument("--skip-daemon", action="store_true", help="no in-daemon poll")
     ap.add_argument("--skip-poll", action="store_true")
+    ap.add_argument("--baseline-src", metavar="DIR",
+                    help="also run each command with DIR's trialwatch package (PYTHONPATH) in the same "
+                         "rounds: the 'before' figures (DIR: an older checkout's folder holding trialwatch/)")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
+    global BASELINE_SRC
+    if args.baseline_src:
+        BASELINE_SRC = Path(args.baseline_src).resolve()
+        assert (BASELINE_SRC / "trialwatch" / "cli.py").is_file(), f"no trialwatch package in {BASELINE_SRC}"
     import os
     import platform
 
@@ -353,6 +387,9 @@ def main(argv: list[str] | None = None) -> int:
     import compileall
 
     compileall.compile_dir(str(ROOT / "trialwatch"), quiet=1)
+    if BASELINE_SRC is not None:
+        compileall.compile_dir(str(BASELINE_SRC / "trialwatch"), quiet=1)
+        res["baseline_src"] = str(BASELINE_SRC)
     with tempfile.TemporaryDirectory(prefix="twbench-startup-") as t:
         tmp = Path(t)
         for sub in ("help", "check", "check_location", "poll"):
