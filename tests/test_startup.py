@@ -83,3 +83,29 @@ def test_the_collector_is_off_during_start_up_and_back_on_once_the_store_is_open
     # main() alone (tests, library callers) leaves the collector as it found it.
     plain = child("--config", str(cfg), "subscribers", "--json")
     assert plain["gc_enabled"] is True and plain["frozen"] == 0
+
+
+def test_a_client_loads_no_ca_bundle_until_an_https_request_needs_one(record, monkeypatch):
+    """Loading the CA bundle is ~15 ms of a one-shot command: a plain-http base URL (a local
+    mirror, the stand-in) never needs it; an https request gets httpx's default, verified TLS."""
+    import ssl
+
+    from trialwatch import ctgov
+    from trialwatch.errors import CtgovUnreachable
+
+    loaded = []
+    real = ssl.SSLContext.load_verify_locations
+
+    def spy(self, *args, **kwargs):  # noqa: ANN001
+        loaded.append((self.verify_mode, self.check_hostname))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", spy)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    with StandIn([record(NCT)]) as api, ctgov.Client(api.base_url, requests_per_minute=6000) as client:
+        assert client.study(NCT).nct_id == NCT
+    assert loaded == []
+    # Nothing listens on port 9: the request fails, after its transport was made, verifying.
+    with ctgov.Client("https://127.0.0.1:9/api/v2", max_retries=0) as client, pytest.raises(CtgovUnreachable):
+        client.version()
+    assert loaded == [(ssl.CERT_REQUIRED, True)]
