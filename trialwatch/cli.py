@@ -93,6 +93,9 @@ def console() -> None:
     tests call in-process)."""
     import os
 
+    from .cli_common import begin_startup
+
+    begin_startup()
     # Start-up costs of libraries that no trialwatch command uses (the process is ours alone):
     # pydantic scanning every installed package's entry points for plugins (~30 ms), and
     # httpx importing its optional command-line client, rich and pygments (~30 ms).

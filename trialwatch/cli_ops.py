@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from .cli_common import Context, emit_json, log, pass_ctx
+from .cli_common import Context, emit_json, end_startup, log, pass_ctx
 from .errors import MailError, TrialwatchError, UsageError
 
 
@@ -23,6 +23,7 @@ def db_upgrade(c: Context) -> None:
     from .store import make_engine, safe_url, upgrade
 
     engine = make_engine(c.config.database_url)
+    end_startup()  # the migrations are the command's own work: the collector is on for them
     try:
         before, after = upgrade(engine)
     finally:

@@ -17,6 +17,7 @@ import email.utils
 import json
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -151,6 +152,47 @@ def parse_retry_after(value: str | None, *, date_header: str | None = None,
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
 
 
+class _SchemeTransport(httpx.BaseTransport):
+    """httpx's default transport, made for each URL scheme on its first request.
+
+    ``httpx.Client()`` builds its transport at once, and with it a TLS context that loads the CA
+    bundle (~15 ms of a 0.3 s command), whether or not a request will use TLS. Here an https
+    request gets exactly httpx's default, ``httpx.HTTPTransport()`` (verified, ``SSL_CERT_FILE``
+    and ``SSL_CERT_DIR`` honoured), made when the first one is sent; a plain-http ``base_url`` (a
+    local mirror, the test stand-in) never loads the bundle. Proxies from the environment stay
+    ``httpx.Client``'s own mounts, built as before."""
+
+    def __init__(self) -> None:
+        self._made: dict[str, httpx.HTTPTransport] = {}
+        self._lock = threading.Lock()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return self.transport_for(request.url.scheme).handle_request(request)
+
+    def transport_for(self, scheme: str) -> httpx.HTTPTransport:
+        key = "http" if scheme == "http" else "https"
+        with self._lock:
+            made = self._made.get(key)
+            if made is None:
+                if key == "https":
+                    made = httpx.HTTPTransport()
+                else:
+                    import ssl
+
+                    # Plain http makes no TLS connection. Should one ever be asked of this
+                    # transport, its context verifies against no CA at all: it fails, never
+                    # trusts.
+                    made = httpx.HTTPTransport(verify=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
+                self._made[key] = made
+        return made
+
+    def close(self) -> None:
+        with self._lock:
+            for made in self._made.values():
+                made.close()
+            self._made.clear()
+
+
 class Client:
     """A synchronous client of the ClinicalTrials.gov API v2."""
 
@@ -183,7 +225,7 @@ class Client:
         self._answered = False  # any HTTP response at all from base_url's host
         # Redirects are followed by hand so each hop is throttled and counted.
         self._http = httpx.Client(
-            base_url=self.base_url + "/", transport=transport, timeout=timeout_s,
+            base_url=self.base_url + "/", transport=transport or _SchemeTransport(), timeout=timeout_s,
             follow_redirects=False,
             headers={"User-Agent": user_agent or default_user_agent(), "Accept": "application/json"},
         )

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 from .. import tokens
 from ..errors import TokenError, UsageError
 from ..store import NewMessage, Store, Subscriber, WantedSubscriber, utcnow
-from .channels import EmailChannel
-from .digest import Rendered, environment, render_html
 from .words import DIGEST_WORDS, SEVERITY_WORDS
 
+# The channels and the digest templates are imported where mail is made (sign-up, confirmation):
+# the sync every command runs at start needs neither.
 if TYPE_CHECKING:
     from ..config import Config
     from ..mailer import Transport
@@ -113,6 +113,8 @@ def upsert_pending(store: Store, email: str, prefs: dict) -> Subscriber:
     """A new or not-yet-active address gets these preferences, pending confirmation. An active
     address is left exactly as it is: its confirmation link leads to the manage page, where its
     owner can change it herself. Web sign-ups are email subscribers."""
+    from .channels import EmailChannel
+
     return store.upsert_pending_subscriber(email, prefs, EmailChannel.__kind__)
 
 
@@ -156,6 +158,8 @@ def send_confirmation(store: Store, config: "Config", subscriber: Subscriber | i
     If the transport fails transiently the message stays queued and the next ``send`` retries
     it. Rate limits are the caller's (web) business. Returns the message's outcome.
     """
+    from .channels import EmailChannel
+    from .digest import Rendered, environment, render_html
     from .outbox import SendEntry, SendReport, deliver_all
 
     now = now or utcnow()
