@@ -52,8 +52,10 @@ from standin import StandIn  # noqa: E402
 DAY1 = "2026-11-24T09:00:05"   # dataTimestamp of the baseline poll
 DAY2 = "2026-11-25T09:00:05"   # the registry refreshed: C records changed
 # Statuses of the daemon-style rounds after the first: none is a base record's own status, so the
-# per-trial watchers still see C changed trials against their DAY1 baseline.
-EXTRA_STATUSES = ("ENROLLING_BY_INVITATION", "NOT_YET_RECRUITING", "WITHDRAWN", "COMPLETED")
+# per-trial watchers still see C changed trials against their DAY1 baseline; each differs from the
+# round before (round 0 sets ENROLLING_BY_INVITATION); both recruit, so no round adds the searches
+# for alternatives a trial that stops recruiting gets (bench_startup.py's closing scenario).
+EXTRA_STATUSES = ("ENROLLING_BY_INVITATION", "NOT_YET_RECRUITING")
 DAEMON_ROUNDS = 5
 OLD_UPDATE = "2026-01-15"      # lastUpdatePostDate of every clone (tests/corpus.py default)
 NEW_UPDATE = "2026-11-25"      # lastUpdatePostDate of a changed record
