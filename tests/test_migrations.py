@@ -108,9 +108,8 @@ def test_0003_makes_every_existing_subscriber_and_message_an_email_one(db_url):
     s.close()
 
 
-def test_0005_moves_each_message_s_bytes_to_message_bodies_and_back(db_url, record, monkeypatch):
-    from alembic import command
-
+def queued_digest(db_url, record, monkeypatch):
+    """A store at head with one queued digest that outbox rows point to: (store, message id)."""
     from trialwatch import config as cfgmod
     from trialwatch import notify
 
@@ -123,7 +122,14 @@ def test_0005_moves_each_message_s_bytes_to_message_bodies_and_back(db_url, reco
     old["protocolSection"]["statusModule"]["overallStatus"] = "NOT_YET_RECRUITING"
     s.record_fetch(old)
     s.record_fetch(record("NCT03268603"))
-    [mid] = notify.compose_digests(s, cfg)  # a queued digest its outbox rows point to
+    [mid] = notify.compose_digests(s, cfg)
+    return s, mid
+
+
+def test_0005_moves_each_message_s_bytes_to_message_bodies_and_back(db_url, record, monkeypatch):
+    from alembic import command
+
+    s, mid = queued_digest(db_url, record, monkeypatch)
     body = s.message(mid).body
     assert body.startswith(b"From: ")
 
@@ -149,19 +155,7 @@ def test_a_database_with_queued_mail_upgrades_from_every_older_revision_and_back
     use: queued mail that outbox rows point to, trials with snapshots. With foreign keys on,
     0004's downgrade failed to drop the old ``trials`` (an operator going back to an older
     trialwatch); the store runs migrations with them off and checked before commit."""
-    from trialwatch import config as cfgmod
-    from trialwatch import notify
-
-    monkeypatch.setenv("TRIALWATCH_SECRET_KEY", "s3cret-key-for-tests-only-0123456789")
-    s = st.open_store(db_url)
-    cfg = cfgmod.loads("email:\n  from: 'tw <tw@example.org>'\n  public_url: https://tw.example.org\n"
-                       "  transport: console\nsubscribers:\n  - {email: ana@example.org, trials: [NCT03268603]}\n")
-    notify.sync_subscribers(s, cfg)
-    old = record("NCT03268603")
-    old["protocolSection"]["statusModule"]["overallStatus"] = "NOT_YET_RECRUITING"
-    s.record_fetch(old)
-    s.record_fetch(record("NCT03268603"))
-    [mid] = notify.compose_digests(s, cfg)
+    s, mid = queued_digest(db_url, record, monkeypatch)
     body = s.message(mid).body
 
     for older in ("0004", "0003", "0002", "0001"):
