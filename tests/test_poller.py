@@ -445,3 +445,43 @@ def test_poll_exits_6_when_its_mail_cannot_be_sent(db_url, tmp_path, capsys, rec
         out = json.loads(captured.out)
         assert out["trials_changed"] == 1 and out["complete"] is True
         assert "TRIALWATCH_SECRET_KEY" in captured.err
+
+
+def test_a_steady_poll_stores_the_changed_records_of_all_its_pages_together(store, db_url, monkeypatch):
+    # Each page of a steady poll carries a few changed records; stored page by page, every page
+    # paid its own read and write transactions (most of an in-daemon poll's time).
+    n = 250
+    records = clones(n)
+    with StandIn(records, data_timestamp=DAY1) as api:
+        config = make_config(api, db_url, ids_of(records), "alternatives:\n  per_poll: 0\n")
+        poller.poll(store, config, send=False)
+        api.set_data_timestamp(DAY2)
+        changed = [records[0], records[120], records[240]]  # one on each page of 100
+        for r in changed:
+            api.put(change_status(r, "ENROLLING_BY_INVITATION", updated="2026-11-25"))
+        calls: list[int] = []
+        real = st.Store.record_fetches
+
+        def counted(self, recs, **kw):
+            calls.append(len(recs))
+            return real(self, recs, **kw)
+
+        monkeypatch.setattr(st.Store, "record_fetches", counted)
+        report = poller.poll(store, config, send=False)
+        assert report.complete and report.trials_changed == 3 and report.trials_checked == n
+        assert calls == [3]
+
+
+def test_a_steady_poll_that_fails_part_way_keeps_the_changes_it_received(store, db_url):
+    records = clones(250)
+    with StandIn(records, data_timestamp=DAY1) as api:
+        config = make_config(api, db_url, ids_of(records), "alternatives:\n  per_poll: 0\n")
+        poller.poll(store, config, send=False)
+        api.set_data_timestamp(DAY2)
+        for r in (records[0], records[120], records[240]):
+            api.put(change_status(r, "ENROLLING_BY_INVITATION", updated="2026-11-25"))
+        # request 1 = /version, 2 and 3 = the first two pages; the third fails for good.
+        report = poller.poll(store, config, send=False, client=client_for(config, transport=FailFrom(4)))
+        assert not report.complete and report.errors
+        assert report.trials_changed == 2
+        assert count(store, st.Snapshot) == 252 and count(store, st.ChangeRow) >= 2

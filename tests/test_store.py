@@ -473,3 +473,45 @@ def test_composed_bytes_match_for_odd_shapes(canon):
     from trialwatch.store.parts import encode_parts
 
     assert encode_parts(canon)[0] == rec.canonical_json(canon)
+
+
+def test_a_chunk_of_changed_records_is_written_in_a_few_statements_with_its_mail_once(store):
+    """Twenty trials that changed since their stored version: the new versions, their changes
+    and the outbox rows go in bulk (a few statements for all of them), not through the ORM's
+    unit of work at ~5 statements a record; every change is owed once to each subscriber who
+    follows its trial, directly or through a search, and its id is its own."""
+    from sqlalchemy import event
+
+    from corpus import change_status, clones
+
+    records = clones(20)
+    ids = [r["protocolSection"]["identificationModule"]["nctId"] for r in records]
+    store.record_fetches(records)
+    add_subscriber(store, "dr@example.org", trials=ids, searches=["mine"], min_severity="minor")
+    add_subscriber(store, "other@example.org", trials=ids[:5], min_severity="minor")
+    with store.session() as s, s.begin():
+        s.add_all([st.SearchMember(search="mine", nct_id=i) for i in ids[:10]])
+    statements: list[str] = []
+    listener = lambda conn, cursor, sql, params, context, many: statements.append(sql)  # noqa: E731
+    event.listen(store.engine, "before_cursor_execute", listener)
+    try:
+        results = store.record_fetches([change_status(r, "SUSPENDED", updated="2026-11-25") for r in records])
+    finally:
+        event.remove(store.engine, "before_cursor_execute", listener)
+    assert [r.nct_id for r in results] == ids
+    assert all(r.stored and not r.first and r.changes and r.error is None for r in results)
+    writes = [x for x in statements if x.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE"))]
+    assert len(writes) <= 5, [w[:60] for w in writes]  # one a table: trials, blobs, snapshots, changes, outbox
+    # Reading each record's stored version before the lock is two queries a record; the rest is a few.
+    assert len(statements) <= 2 * len(records) + 16, [x[:60] for x in statements]
+    c = counts(store)
+    changes = sum(len(r.changes) for r in results)
+    assert c["snapshots"] == 40 and c["changes"] == changes
+    assert c["outbox"] == changes + sum(len(r.changes) for r in results[:5])
+    with store.session() as s:
+        stored = {x.id: (x.nct_id, x.snapshot_id, x.field, x.new) for x in s.scalars(select(st.ChangeRow))}
+        owed = s.execute(select(st.OutboxRow.subscriber_id, st.OutboxRow.change_id)).all()
+    assert len(set(owed)) == len(owed)
+    for r in results:
+        assert [stored[x.id] for x in r.changes] == [(r.nct_id, r.snapshot_id, x.field, x.new) for x in r.changes]
+        assert store.trial(r.nct_id).overall_status == "SUSPENDED"

@@ -383,10 +383,22 @@ class _Cycle:
             return
         returned: set[str] = set()
         batch = max(1, self.config.ctgov.batch_size)
+        # Records received but not stored yet: a steady poll's pages carry a few changed records
+        # each, stored together (one read and one write transaction for them all, not one pair a
+        # page), while a page of 100 (a first poll) is still stored as it comes.
+        pending: tuple[list[dict], list[str | None]] = ([], [])
         for start in range(0, len(ids), batch):
+            if len(pending[0]) >= batch:
+                returned.update(self._store_all(*pending))
+                pending = ([], [])
             self.checkpoint()
             chunk = ids[start:start + batch]
-            raws = list(self.client.studies(chunk, updated_since=since))
+            try:
+                raws = list(self.client.studies(chunk, updated_since=since))
+            except Exception:
+                if pending[0]:  # a failed request keeps what came before it (not a lost lease: above)
+                    self._store_all(*pending)
+                raise
             # filter.ids matches aliases too: a record that answers for an asked id it lists in
             # nctIdAliases is that id's new home (a merge), remembered as the 301 would be.
             asked = set(chunk)
@@ -398,7 +410,10 @@ class _Cycle:
                 if alias:
                     log.info("%s is now %s on ClinicalTrials.gov; following the new ID", alias, nct)
                     returned.add(alias)
-            returned.update(self._store_all(raws, requested))
+            pending[0].extend(raws)
+            pending[1].extend(requested)
+        if pending[0]:
+            returned.update(self._store_all(*pending))
         if since is None:
             for missing in [i for i in ids if i not in returned]:
                 self.checkpoint()
