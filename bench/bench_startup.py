@@ -149,10 +149,9 @@ def bench_check(tmp: Path, rounds: int, location: str | None) -> dict:
 # also searches alternatives for each of them (2-3 /studies searches a trial). Statuses alternate
 # between two values that are no base record's own (tests/corpus.py), so every round changes C.
 SCENARIOS = {
-    "steady": {"statuses": ("ENROLLING_BY_INVITATION", "NOT_YET_RECRUITING"),
-               "config": "alternatives:\n  per_poll: 0\n",
+    "steady": {"statuses": ("ENROLLING_BY_INVITATION", "NOT_YET_RECRUITING"), "alternatives": False,
                "what": "C changed, still recruiting (the v2 poll alone)"},
-    "closing": {"statuses": ("WITHDRAWN", "COMPLETED"), "config": "",
+    "closing": {"statuses": ("WITHDRAWN", "COMPLETED"), "alternatives": True,
                 "what": "C changed, all stop recruiting; shipped config: + alternatives searches "
                         "(per_poll 20: the C, then other non-recruiting trials)"},
 }
@@ -203,14 +202,13 @@ class PollScenario:
     def __init__(self, name: str, api: StandIn, corpus: Corpus, tmp: Path, c: int) -> None:
         self.name, self.api, self.corpus, self.c = name, api, corpus, c
         self.spec = SCENARIOS[name]
-        self.tw = Trialwatch(api, corpus, tmp, subscriber=True)
-        self.tw.config.write_text(self.tw.config.read_text() + self.spec["config"])
+        self.tw = Trialwatch(api, corpus, tmp, subscriber=True, alternatives=self.spec["alternatives"])
         self.tw.poll("baseline")
         self.daemon = DaemonPoll(api, self.tw, tmp)
         self.tw_before = None
         if BASELINE_SRC is not None:  # the older package's one-shot poll: its own database
-            self.tw_before = Trialwatch(api, corpus, tmp / "before", subscriber=True)
-            self.tw_before.config.write_text(self.tw_before.config.read_text() + self.spec["config"])
+            self.tw_before = Trialwatch(api, corpus, tmp / "before", subscriber=True,
+                                        alternatives=self.spec["alternatives"])
             self.tw_before.env["PYTHONPATH"] = str(BASELINE_SRC)
             self.tw_before.poll("baseline")
 

@@ -206,7 +206,8 @@ def fail(what: str, m: dict) -> None:
 # -- trialwatch -----------------------------------------------------------------------------------
 
 class Trialwatch:
-    def __init__(self, api: StandIn, corpus: Corpus, tmp: Path, *, subscriber: bool) -> None:
+    def __init__(self, api: StandIn, corpus: Corpus, tmp: Path, *, subscriber: bool,
+                 alternatives: bool = False) -> None:
         self.api, self.corpus, self.dir = api, corpus, tmp / "trialwatch"
         self.dir.mkdir(parents=True)
         self.env = child_env(self.dir)
@@ -222,7 +223,9 @@ class Trialwatch:
                # bench/bench_history.py, the searches for recruiting alternatives of trials that
                # stopped recruiting (2-3 a trial) by bench/bench_startup.py's closing scenario;
                # here they would add up to per_poll requests a poll each.
-               f"history:\n  per_poll: 0\nalternatives:\n  per_poll: 0\n")
+               f"history:\n  per_poll: 0\n")
+        if not alternatives:  # True: the shipped setting (bench_startup.py's closing scenario)
+            cfg += "alternatives:\n  per_poll: 0\n"
         if subscriber:
             # One physician following every watched trial: changes get outbox rows, as in use.
             cfg += (f"subscribers:\n  - email: bench@example.org\n    min_severity: minor\n"
