@@ -123,6 +123,32 @@ def web_config(tmp_path, monkeypatch, body: str, *, name: str = "config.yaml"):
     return configmod.load(path)
 
 
+# The web app's fixtures. A web test module defines ``cfg`` (usually web_config(...)); these
+# build on whichever ``cfg`` the requesting module has, and a module may override any of them.
+@pytest.fixture
+def db(cfg):
+    from trialwatch.store import open_store
+
+    s = open_store(cfg.database_url)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def app(cfg, db):
+    from trialwatch.web import create_app
+
+    return create_app(cfg, db)
+
+
+@pytest.fixture
+def client(app):
+    from starlette.testclient import TestClient
+
+    with TestClient(app, base_url="https://trials.example.org") as c:
+        yield c
+
+
 def cli_against(api_url: str, database: str, tmp_path, capsys, monkeypatch, *, max_retries: int = 1,
                 extra: str = ""):
     """invoke(*args) -> (exit code, stdout, stderr) of the real CLI, configured for the stand-in

@@ -9,7 +9,7 @@ import datetime as dt
 import pytest
 
 from smtp_server import SmtpServer, smtp_server  # noqa: F401 - the fixture
-from test_notify import NCT, make_config, messages, parsed, recruiting
+from test_notify import NCT, followers, make_config, messages, parsed, recruiting
 from trialwatch import mailer, notify
 from trialwatch.store import NewMessage, utcnow
 
@@ -21,8 +21,13 @@ def _secret(monkeypatch):
     monkeypatch.setenv("TRIALWATCH_SECRET_KEY", SECRET)
 
 
-def followers(n: int) -> str:
-    return "".join(f"  - {{email: p{i}@example.org, trials: [{NCT}]}}\n" for i in range(n))
+@pytest.fixture
+def dials(monkeypatch) -> list:
+    """One entry per SMTP connection the transport opens; the real connection is opened too."""
+    opened: list = []
+    real = mailer.SmtpTransport._connect
+    monkeypatch.setattr(mailer.SmtpTransport, "_connect", lambda self: opened.append(1) or real(self))
+    return opened
 
 
 class Crash(BaseException):
@@ -64,14 +69,11 @@ def test_a_crash_mid_batch_repeats_only_that_batch_with_the_same_message_ids(sto
     assert all(m.state == "sent" for m in messages(store))
 
 
-def test_one_smtp_connection_carries_every_message_of_a_send(store, record, smtp_server, monkeypatch):
+def test_one_smtp_connection_carries_every_message_of_a_send(store, record, smtp_server, dials, monkeypatch):
     monkeypatch.setattr(notify.outbox, "BATCH", 2)
     cfg = make_config(smtp_server, followers(5))
     notify.sync_subscribers(store, cfg)
     recruiting(store, record)
-    dials = []
-    real = mailer.SmtpTransport._connect
-    monkeypatch.setattr(mailer.SmtpTransport, "_connect", lambda self: dials.append(1) or real(self))
 
     report = notify.send_pending(store, cfg)
 
@@ -79,13 +81,11 @@ def test_one_smtp_connection_carries_every_message_of_a_send(store, record, smtp
     assert len(dials) == 1
 
 
-def test_a_dropped_connection_is_redialled_once_and_the_rest_go_out(store, record, smtp_server, monkeypatch):
+def test_a_dropped_connection_is_redialled_once_and_the_rest_go_out(store, record, smtp_server, dials,
+                                                                    monkeypatch):
     cfg = make_config(smtp_server, followers(4))
     notify.sync_subscribers(store, cfg)
     recruiting(store, record)
-    dials = []
-    real = mailer.SmtpTransport._connect
-    monkeypatch.setattr(mailer.SmtpTransport, "_connect", lambda self: dials.append(1) or real(self))
     real_send = mailer.SmtpTransport.send
 
     def drops_the_second(self, msg, sender, recipients):  # noqa: ANN001

@@ -40,6 +40,11 @@ def make_config(server: SmtpServer | None, subscribers: str, **email) -> cfgmod.
         f"{smtp}{extra}subscribers:\n{subscribers}")
 
 
+def followers(n: int) -> str:
+    """``n`` subscribers, p0@example.org ..., each following NCT."""
+    return "".join(f"  - {{email: p{i}@example.org, trials: [{NCT}]}}\n" for i in range(n))
+
+
 ANA_BO = f"""\
   - {{email: ana@example.org, name: Dr Ana Ruiz, trials: [{NCT}], min_severity: important}}
   - {{email: bo@example.org, trials: [{NCT}], min_severity: critical}}
@@ -295,8 +300,7 @@ def test_an_expired_lease_is_recovered_and_resent_with_the_same_message_id(store
 def test_concurrent_senders_never_send_a_message_twice(db_url, store, record):
     from trialwatch.store import open_store
 
-    subs = "".join(f"  - {{email: p{i}@example.org, trials: [{NCT}]}}\n" for i in range(6))
-    cfg = make_config(None, subs)
+    cfg = make_config(None, followers(6))
     notify.sync_subscribers(store, cfg)
     recruiting(store, record)
     delivered: list[bytes] = []
@@ -462,8 +466,7 @@ def test_preview_of_a_trial_without_changes_shows_its_current_state(store, recor
 
 
 def test_a_send_reads_each_trial_once_however_many_people_follow_it(store, record, monkeypatch):
-    subs = "".join(f"  - {{email: p{i}@example.org, trials: [{NCT}]}}\n" for i in range(5))
-    cfg = make_config(None, subs)
+    cfg = make_config(None, followers(5))
     notify.sync_subscribers(store, cfg)
     recruiting(store, record)
     reads: list[str] = []
@@ -593,8 +596,7 @@ def test_a_lease_runs_from_the_claim_not_from_the_start_of_a_long_send(store, re
     # send_pending's ``now`` is taken once, before composing and the whole batch. A message
     # claimed 15 minutes into a slow batch must not carry a lease that has already expired, or a
     # second sender (the daemon, a manual ``trialwatch send``) re-queues and mails it again.
-    subs = "".join(f"  - {{email: p{i}@example.org, trials: [{NCT}]}}\n" for i in range(2))
-    cfg = make_config(None, subs)
+    cfg = make_config(None, followers(2))
     notify.sync_subscribers(store, cfg)
     recruiting(store, record)
     now = utcnow()

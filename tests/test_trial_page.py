@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 
 from trialwatch import config as configmod
 from trialwatch.diff import Change
-from trialwatch.store import Trial, open_store
+from trialwatch.store import Trial
 from trialwatch.web import create_app
 from conftest import web_config
 
@@ -32,19 +32,6 @@ def cfg(tmp_path, monkeypatch):
 database: sqlite:///{tmp_path / 'tw.db'}
 trials: [{BIG}, {SMALL}, {MISSING}]
 """)
-
-
-@pytest.fixture
-def db(cfg):
-    s = open_store(cfg.database_url)
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def client(cfg, db):
-    with TestClient(create_app(cfg, db), base_url="https://trials.example.org") as c:
-        yield c
 
 
 def _km(lat1, lon1, lat2, lon2):

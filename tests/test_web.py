@@ -18,7 +18,7 @@ from starlette.testclient import TestClient
 from trialwatch import config as configmod
 from trialwatch import tokens
 from trialwatch.diff import Change
-from trialwatch.store import Message, OutboxRow, Poll, RateEvent, Subscriber, open_store
+from trialwatch.store import Message, OutboxRow, Poll, RateEvent, Subscriber
 from trialwatch.web import SECURITY_HEADERS, create_app
 from conftest import web_config
 
@@ -37,19 +37,6 @@ searches:
   - name: epilepsy
     condition: epilepsy
 """)
-
-
-@pytest.fixture
-def db(cfg):
-    s = open_store(cfg.database_url)
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def client(cfg, db):
-    with TestClient(create_app(cfg, db), base_url="https://trials.example.org") as c:
-        yield c
 
 
 @pytest.fixture

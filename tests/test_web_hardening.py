@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
-from trialwatch.store import RateEvent, Subscriber, open_store
-from trialwatch.web import MAX_SUBSCRIBES_PER_CLIENT, create_app
+from trialwatch.store import RateEvent, Subscriber
+from trialwatch.web import MAX_SUBSCRIBES_PER_CLIENT
 from conftest import web_config
 
 SECRET = "test-secret-key-0123456789"
@@ -31,18 +31,6 @@ def cfg(tmp_path, monkeypatch, db_url):
     return web_config(tmp_path, monkeypatch, f"""
 trials: [{WATCHED}]
 """)
-
-
-@pytest.fixture
-def db(cfg):
-    s = open_store(cfg.database_url)
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def app(cfg, db):
-    return create_app(cfg, db)
 
 
 def at_once(fn, n: int = N) -> list:

@@ -15,7 +15,6 @@ from email.utils import format_datetime
 import pytest
 from starlette.testclient import TestClient
 
-from trialwatch.store import open_store
 from trialwatch.web import PER_PAGE, SECURITY_HEADERS, create_app
 from conftest import web_config
 
@@ -36,25 +35,12 @@ trials: [{FETCHED}, {OTHER}, {', '.join(FILLER)}]
 
 
 @pytest.fixture
-def db(cfg):
-    s = open_store(cfg.database_url)
-    yield s
-    s.close()
-
-
-@pytest.fixture
 def app(cfg, db):
     app = create_app(cfg, db)
     # Trial pages are judged on a day (their warnings); that day's start is before everything
     # stored here, so their Last-Modified is the poll's end like every other page's.
     app.state.web.today = lambda: PAST.date()
     return app
-
-
-@pytest.fixture
-def client(app):
-    with TestClient(app, base_url="https://trials.example.org") as c:
-        yield c
 
 
 @pytest.fixture

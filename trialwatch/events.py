@@ -50,6 +50,15 @@ def rank(severity: str | None) -> int:
     return SEVERITY_RANK.get(severity or "", 0)
 
 
+# A change of the overall status: its catalogued field, or the same value under its JSON path.
+STATUS_FIELDS = frozenset({"overall_status", "protocolSection.statusModule.overallStatus"})
+
+
+def is_status_change(change: Any) -> bool:
+    """Whether a change (a ``Change`` or a stored row) is of the trial's overall status."""
+    return change.field in STATUS_FIELDS
+
+
 @dataclass(frozen=True)
 class Change:
     field: str            # stable machine name: overall_status, site_status, ... or a JSON path

@@ -19,6 +19,7 @@ from urllib.parse import urlencode
 from . import eligibility, referral
 from . import record as rec
 from .errors import PlaceError
+from .events import is_status_change
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -163,10 +164,6 @@ def followed_because(linked_from: str | None) -> str | None:
     return rec.words(kind).lower() + (f" {nct}" if nct else "")
 
 
-def _is_status(c: Any) -> bool:
-    return c.field in ("overall_status", "protocolSection.statusModule.overallStatus")
-
-
 def ordered_changes(changes: list) -> list:
     """A trial's changes as its mail orders them: newest batch (one fetch, or one registry
     version) first; within a batch the status change first, then most severe first."""
@@ -175,5 +172,5 @@ def ordered_changes(changes: list) -> list:
             c.detected_at.strftime("%Y-%m-%d %H:%M:%S.%f") if c.detected_at else "")
         return (when, c.snapshot_id or 0)
 
-    within = sorted(changes, key=lambda c: (not _is_status(c), -c.rank, c.id or 0))
+    within = sorted(changes, key=lambda c: (not is_status_change(c), -c.rank, c.id or 0))
     return sorted(within, key=batch, reverse=True)  # stable: each batch keeps its inner order

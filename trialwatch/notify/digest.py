@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from .. import record as rec
 from .. import tokens, untrusted
 from ..diff import SEVERITY_RANK
+from ..events import is_status_change
 from ..store import ChangeRow, Store, Subscriber, utcnow
 from .words import DIGEST_WORDS, FIELD_MEANING, SEVERITY_WORDS, SITE_MEANING, STATUS_MEANING
 
@@ -253,7 +254,7 @@ def nearest_line(cs: Sequence[ChangeRow], facts: TrialFacts | None, place: Any) 
 
     if place is None or facts is None or not facts.record:
         return None
-    started = any(_is_status(c) and _opens(c.old_value, c.new_value) for c in cs)
+    started = any(is_status_change(c) and _opens(c.old_value, c.new_value) for c in cs)
     opened = {f for f in (_opened_site(c) for c in cs) if f}
     if not started and not opened:
         return None
@@ -296,10 +297,6 @@ def _site_contacts(record: dict | None) -> dict[str, Contact | None]:
 
 # -- building the view ------------------------------------------------------------------------
 
-def _is_status(c: ChangeRow) -> bool:
-    return c.field in ("overall_status", "protocolSection.statusModule.overallStatus")
-
-
 def _short(value: Any, limit: int = VALUE_MAX) -> str:
     text = rec.words(value)
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
@@ -307,7 +304,7 @@ def _short(value: Any, limit: int = VALUE_MAX) -> str:
 
 def headline(c: ChangeRow) -> str:
     """One line naming a change, for subjects: "Active, not recruiting → Recruiting"."""
-    if _is_status(c):
+    if is_status_change(c):
         return f"{rec.words(c.old_value)} → {rec.words(c.new_value)}"
     old, new = c.old_value, c.new_value
     if c.detail or (len(rec.words(old)) + len(rec.words(new))) > 60:
@@ -320,7 +317,7 @@ def headline(c: ChangeRow) -> str:
 
 
 def _brief(c: ChangeRow) -> str:
-    return rec.words(c.new_value) if _is_status(c) else c.label
+    return rec.words(c.new_value) if is_status_change(c) else c.label
 
 
 def digest_subject(groups: Sequence[tuple[str, list[ChangeRow]]]) -> str:
@@ -380,7 +377,7 @@ def _site_text(c: ChangeRow) -> str:
 def _meaning_and_contact(c: ChangeRow, facts: TrialFacts | None) -> tuple[str | None, Contact | None]:
     new = c.new_value
     central = facts.central_contact if facts else None
-    if _is_status(c) and isinstance(new, str):
+    if is_status_change(c) and isinstance(new, str):
         return STATUS_MEANING.get(new), (central if new == "RECRUITING" else None)
     if c.field == "site_status" and isinstance(new, str):
         site = (facts.site_contacts.get(c.site) if facts and c.site else None)
@@ -409,7 +406,7 @@ def change_view(c: ChangeRow, facts: TrialFacts | None) -> ChangeView:
         show_values=not (c.detail and long_values),
         detail_lines=tuple(DetailLine(kinds.get(line[:1], "ctx"), line) for line in (c.detail or "").splitlines()),
         meaning=meaning, contact=contact,
-        no_contact=_is_status(c) and new == "RECRUITING" and contact is None,
+        no_contact=is_status_change(c) and new == "RECRUITING" and contact is None,
         site_where=(facts.site_places.get(c.site) or None) if facts and c.site else None,
         old_value=c.old_value, new_value=new, detail=c.detail)
 
@@ -428,7 +425,7 @@ def her_searches(sub: Subscriber, changes: list[ChangeRow], memberships: frozens
 def _stopped_recruiting(cs: list[ChangeRow]) -> bool:
     from ..store import NOT_RECRUITING
 
-    return any(_is_status(c) and c.new_value in NOT_RECRUITING for c in cs)
+    return any(is_status_change(c) and c.new_value in NOT_RECRUITING for c in cs)
 
 
 _CONFIG_LOCATIONS = ("config locations",)  # a key of the per-send cache no place text can be
