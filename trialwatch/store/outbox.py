@@ -169,18 +169,12 @@ class OutboxOps:
             titles = dict(s.execute(select(Trial.nct_id, Trial.title).where(Trial.nct_id.in_(nct_ids))).all())
         return titles, memberships
 
-    def store_digest(self, subscriber_id: int, keep: list[int], drop: list[int], message: NewMessage | None,
-                     now: dt.datetime) -> int | None:
-        """Drop the outbox rows below her floor, and queue ``message`` with ``keep`` attached to
-        it, in one transaction. None when another composer attached any of ``keep`` first (its
-        digest stands; this one is rolled back) or when there is no message."""
-        return self.store_digests([(subscriber_id, keep, drop, message)], now)[0]
-
     def store_digests(self, digests: list[tuple[int, list[int], list[int], NewMessage | None]],
                       now: dt.datetime) -> list[int | None]:
-        """``store_digest`` for a batch of (subscriber_id, keep, drop, message), in ONE
-        transaction of a few statements; each digest still stands or falls alone: one whose rows
-        another composer attached first is undone inside it (None in its place)."""
+        """For each (subscriber_id, keep, drop, message): drop the outbox rows below her floor,
+        and queue ``message`` with ``keep`` attached to it. ONE transaction of a few statements
+        for the batch; each digest still stands or falls alone: one whose rows another composer
+        attached first is undone inside it (None in its place, as for no message)."""
         messages = [d for d in digests if d[3] is not None]
         drop = [o for d in digests for o in d[2]]
         out: dict[int, int | None] = {}
@@ -284,13 +278,6 @@ class OutboxOps:
             for values, mids in by_values.items():
                 s.execute(update(Message).where(Message.id.in_(mids), Message.state == "sending")
                           .values(**dict(values)).execution_options(synchronize_session=False))
-
-    def fail_queued(self, mid: int, error: str) -> bool:
-        """Mark a still-queued message failed for good; False when it is no longer queued."""
-        with self.session() as s, s.begin():
-            res = s.execute(update(Message).where(Message.id == mid, Message.state == "queued")
-                            .values(state="failed", last_error=error))
-            return bool(res.rowcount)
 
 
 def _add_message(s: Any, m: NewMessage, now: dt.datetime) -> int:
