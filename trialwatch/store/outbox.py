@@ -220,11 +220,8 @@ class OutboxOps:
             return res.rowcount or 0
 
     def queued_messages(self, now: dt.datetime, *, due_only: bool) -> list[Message]:
-        q = select(Message).where(Message.state == "queued")
-        if due_only:
-            q = q.where((Message.next_attempt_at.is_(None)) | (Message.next_attempt_at <= now))
         with self.session() as s:
-            return list(s.scalars(q.order_by(Message.id)))
+            return list(s.scalars(_queued(select(Message), now, due_only=due_only)))
 
     def count_queued(self) -> int:
         with self.session() as s:
@@ -243,11 +240,8 @@ class OutboxOps:
     def queued_message_ids(self, now: dt.datetime, *, due_only: bool) -> list[int]:
         """The ids of queued messages (due ones only when ``due_only``), oldest first: the
         bodies stay in the database until a batch is claimed."""
-        q = select(Message.id).where(Message.state == "queued")
-        if due_only:
-            q = q.where((Message.next_attempt_at.is_(None)) | (Message.next_attempt_at <= now))
         with self.session() as s:
-            return list(s.scalars(q.order_by(Message.id)))
+            return list(s.scalars(_queued(select(Message.id), now, due_only=due_only)))
 
     def claim_messages(self, ids: list[int], lease_until: dt.datetime) -> list[Claimed]:
         """Claim a batch in one transaction: the ones still queued move to sending with the lease
@@ -287,3 +281,11 @@ def _add_message(s: Any, m: NewMessage, now: dt.datetime) -> int:
         created_at=now).returning(Message.__table__.c.id)).scalar_one()
     s.execute(insert(MessageBody.__table__).values(message_id=mid, body=m.body))
     return mid
+
+
+def _queued(q: Any, now: dt.datetime, *, due_only: bool) -> Any:
+    """``q`` narrowed to queued messages (due ones only when ``due_only``), oldest first."""
+    q = q.where(Message.state == "queued")
+    if due_only:
+        q = q.where((Message.next_attempt_at.is_(None)) | (Message.next_attempt_at <= now))
+    return q.order_by(Message.id)
