@@ -99,12 +99,12 @@ def test_a_live_holder_still_blocks_with_exit_5(store, db_url, tmp_path, capsys)
 def test_a_polls_lease_is_short_and_renewed_while_it_runs(store, db_url, monkeypatch):
     # A one-hour lease would block every other poll for an hour after a crash on another host.
     monkeypatch.setattr(lease, "RENEW_S", 0.05)
-    seen: list[tuple[str, float]] = []
+    seen: list[tuple[str, float, object]] = []
 
     class Watch(ctgov.Client):
         def _send(self, *a, **kw):
             lock = store.lock_holder(poller.LOCK_NAME)
-            seen.append((lock.holder, (lock.lease_until - st.utcnow()).total_seconds()))
+            seen.append((lock.holder, (lock.lease_until - st.utcnow()).total_seconds(), lock.lease_until))
             time.sleep(0.2)  # long enough for the heartbeat to renew in between
             return super()._send(*a, **kw)
 
@@ -115,11 +115,14 @@ def test_a_polls_lease_is_short_and_renewed_while_it_runs(store, db_url, monkeyp
         client = Watch.from_config(config.ctgov)
         assert poller.poll(store, config, send=False, client=client).complete
         client.close()
-    holders = {h for h, _ in seen}
+    holders = {h for h, _, _ in seen}
     assert len(holders) == 1
     host, pid, _nonce = holders.pop().split(":")
     assert (host, int(pid)) == (socket.gethostname(), os.getpid())
-    assert all(0 < left <= lease.LEASE_S for _, left in seen)
+    assert all(0 < left <= lease.LEASE_S for _, left, _ in seen)
+    # Renewed while it ran: the lease's end moved on between requests (not only its first term).
+    ends = [until for _, _, until in seen]
+    assert ends == sorted(ends) and len(set(ends)) > 1
     assert lease.LEASE_S <= 120
     assert st.utcnow() >= before
 

@@ -256,10 +256,11 @@ class _Cycle:
         # The heartbeat renews the short lease in the background; a step boundary also renews
         # when a beat is due, and stops the poll once the lock is someone else's.
         now = time.monotonic()
-        if self.lost.is_set() or (now - self.renewed_at >= RENEW_S and not self.renew()):
+        due = now - self.renewed_at >= RENEW_S
+        if self.lost.is_set() or (due and not self.renew()):
             raise LeaseLost("lost the poll lock (its lease expired and another poller took it); "
                             "stopped so that two polls do not run at once")
-        if now - self.renewed_at >= RENEW_S:
+        if due:
             self.renewed_at = now
 
     def run(self, *, force: bool) -> None:

@@ -169,18 +169,12 @@ class OutboxOps:
             titles = dict(s.execute(select(Trial.nct_id, Trial.title).where(Trial.nct_id.in_(nct_ids))).all())
         return titles, memberships
 
-    def store_digest(self, subscriber_id: int, keep: list[int], drop: list[int], message: NewMessage | None,
-                     now: dt.datetime) -> int | None:
-        """Drop the outbox rows below her floor, and queue ``message`` with ``keep`` attached to
-        it, in one transaction. None when another composer attached any of ``keep`` first (its
-        digest stands; this one is rolled back) or when there is no message."""
-        return self.store_digests([(subscriber_id, keep, drop, message)], now)[0]
-
     def store_digests(self, digests: list[tuple[int, list[int], list[int], NewMessage | None]],
                       now: dt.datetime) -> list[int | None]:
-        """``store_digest`` for a batch of (subscriber_id, keep, drop, message), in ONE
-        transaction of a few statements; each digest still stands or falls alone: one whose rows
-        another composer attached first is undone inside it (None in its place)."""
+        """For each (subscriber_id, keep, drop, message): drop the outbox rows below her floor,
+        and queue ``message`` with ``keep`` attached to it. ONE transaction of a few statements
+        for the batch; each digest still stands or falls alone: one whose rows another composer
+        attached first is undone inside it (None in its place, as for no message)."""
         messages = [d for d in digests if d[3] is not None]
         drop = [o for d in digests for o in d[2]]
         out: dict[int, int | None] = {}
@@ -226,11 +220,8 @@ class OutboxOps:
             return res.rowcount or 0
 
     def queued_messages(self, now: dt.datetime, *, due_only: bool) -> list[Message]:
-        q = select(Message).where(Message.state == "queued")
-        if due_only:
-            q = q.where((Message.next_attempt_at.is_(None)) | (Message.next_attempt_at <= now))
         with self.session() as s:
-            return list(s.scalars(q.order_by(Message.id)))
+            return list(s.scalars(_queued(select(Message), now, due_only=due_only)))
 
     def count_queued(self) -> int:
         with self.session() as s:
@@ -249,11 +240,8 @@ class OutboxOps:
     def queued_message_ids(self, now: dt.datetime, *, due_only: bool) -> list[int]:
         """The ids of queued messages (due ones only when ``due_only``), oldest first: the
         bodies stay in the database until a batch is claimed."""
-        q = select(Message.id).where(Message.state == "queued")
-        if due_only:
-            q = q.where((Message.next_attempt_at.is_(None)) | (Message.next_attempt_at <= now))
         with self.session() as s:
-            return list(s.scalars(q.order_by(Message.id)))
+            return list(s.scalars(_queued(select(Message.id), now, due_only=due_only)))
 
     def claim_messages(self, ids: list[int], lease_until: dt.datetime) -> list[Claimed]:
         """Claim a batch in one transaction: the ones still queued move to sending with the lease
@@ -285,13 +273,6 @@ class OutboxOps:
                 s.execute(update(Message).where(Message.id.in_(mids), Message.state == "sending")
                           .values(**dict(values)).execution_options(synchronize_session=False))
 
-    def fail_queued(self, mid: int, error: str) -> bool:
-        """Mark a still-queued message failed for good; False when it is no longer queued."""
-        with self.session() as s, s.begin():
-            res = s.execute(update(Message).where(Message.id == mid, Message.state == "queued")
-                            .values(state="failed", last_error=error))
-            return bool(res.rowcount)
-
 
 def _add_message(s: Any, m: NewMessage, now: dt.datetime) -> int:
     mid = s.execute(insert(Message.__table__).values(
@@ -300,3 +281,11 @@ def _add_message(s: Any, m: NewMessage, now: dt.datetime) -> int:
         created_at=now).returning(Message.__table__.c.id)).scalar_one()
     s.execute(insert(MessageBody.__table__).values(message_id=mid, body=m.body))
     return mid
+
+
+def _queued(q: Any, now: dt.datetime, *, due_only: bool) -> Any:
+    """``q`` narrowed to queued messages (due ones only when ``due_only``), oldest first."""
+    q = q.where(Message.state == "queued")
+    if due_only:
+        q = q.where((Message.next_attempt_at.is_(None)) | (Message.next_attempt_at <= now))
+    return q.order_by(Message.id)

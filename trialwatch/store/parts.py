@@ -178,12 +178,9 @@ def read_blob(s: Session, digest: str) -> Any:
     return json.loads(zlib.decompress(blob.body))
 
 
-def put_blobs(s: Session, blobs: dict[str, tuple[bytes, int]], *, stored: set[str] | None = None) -> None:
-    """Insert the blobs not yet stored (``stored``: hashes known to be there, so not asked
-    for). ON CONFLICT DO NOTHING: two writers storing different records that share a part
-    must not collide on it."""
-    if stored is not None:
-        blobs = {h: b for h, b in blobs.items() if h not in stored}
+def put_blobs(s: Session, blobs: dict[str, tuple[bytes, int]]) -> None:
+    """Insert the blobs not yet stored. ON CONFLICT DO NOTHING: two writers storing different
+    records that share a part must not collide on it."""
     if not blobs:
         return
     have = set(s.scalars(select(Blob.hash).where(Blob.hash.in_(list(blobs)))))

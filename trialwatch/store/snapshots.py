@@ -323,24 +323,13 @@ class SnapshotOps:
         if work is not None and work.latest_id == (latest.id if latest is not None else None):
             # Prepared before the write lock against this very latest snapshot: only inserts.
             insert_blobs(s, work.blob_rows)
-            # max(.., 1): after a backfill the latest may be a registry version (negative seq).
-            snap = Snapshot(nct_id=p.nct_id, seq=max(latest.seq + 1, 1) if latest else 1, blob_hash=p.digest,
-                            fetched_at=at, overall_status=p.status, last_update_posted=p.last_update_posted)
-            s.add(snap)
-            s.flush()
-            latest_by_id[p.nct_id] = snap
-            if latest is not None:
-                trial.last_changed_at = at
-            rows = self._add_changes(s, p.nct_id, work.changes, snapshot_id=snap.id, at=at)
-            return Recorded(nct_id=p.nct_id, snapshot_id=snap.id, first=latest is None, stored=True,
-                            changes=rows, previous_fetched_at=latest.fetched_at if latest else None,
-                            previous_checked_at=previous_checked_at)
-        # Another writer moved the chain since (or nothing was prepared): all of it here.
-        values: dict[str, Any] = {}
-        blobs = split_parts(p.canon, p.digest, raw_size=len(p.body), values=values, encoded=p.encoded)
-        old_manifest = read_blob(s, latest.blob_hash) if latest is not None else None
-        old_parts = set(part_hashes(old_manifest)) if old_manifest is not None else set()
-        put_blobs(s, blobs, stored=old_parts)  # the previous version's parts are stored
+            changes = work.changes
+        else:
+            # Another writer moved the chain since (or nothing was prepared): all of it here, as
+            # _prework would have done it, against the latest snapshot read under the lock.
+            new, changes = _parts_and_changes(s, p, latest.blob_hash if latest is not None else None,
+                                              latest.source if latest is not None else None, ignore)
+            put_blobs(s, new)
         # max(.., 1): after a backfill without live snapshots, the latest is a registry version
         # (negative seq); the live chain still starts at 1.
         snap = Snapshot(nct_id=p.nct_id, seq=max(latest.seq + 1, 1) if latest else 1, blob_hash=p.digest,
@@ -348,15 +337,7 @@ class SnapshotOps:
         s.add(snap)
         s.flush()
         latest_by_id[p.nct_id] = snap
-        changes: list[Change] = []
         if latest is not None:
-            # The previous version, rebuilt from the parts it shares with this one (already in
-            # memory) and a read of only those that changed.
-            old = join_parts(old_manifest, part_loader(s, old_parts - values.keys(), values))
-            if latest.source == "registry":  # legacy markup on one side: compare the words
-                changes = seam_diff(old, p.canon, ignore=ignore)
-            else:
-                changes = diff(old, p.canon, ignore=tuple(ignore), assume_canonical=True)
             trial.last_changed_at = at
         rows = self._add_changes(s, p.nct_id, changes, snapshot_id=snap.id, at=at)
         return Recorded(nct_id=p.nct_id, snapshot_id=snap.id, first=latest is None, stored=True,
