@@ -59,6 +59,15 @@ def is_status_change(change: Any) -> bool:
     return change.field in STATUS_FIELDS
 
 
+# Overall statuses of a trial that no longer recruits (and is not an expanded-access record).
+NOT_RECRUITING = ("ACTIVE_NOT_RECRUITING", "SUSPENDED", "TERMINATED", "COMPLETED", "WITHDRAWN")
+
+
+def stops_recruiting(change: Any) -> bool:
+    """Whether a change moves the trial's overall status to one that takes no new patients."""
+    return is_status_change(change) and change.new_value in NOT_RECRUITING
+
+
 @dataclass(frozen=True)
 class Change:
     field: str            # stable machine name: overall_status, site_status, ... or a JSON path

@@ -35,6 +35,7 @@ from .errors import (
     TrialwatchError,
     UsageError,
 )
+from .events import stops_recruiting
 
 if TYPE_CHECKING:
     from .config import Config, SearchConfig
@@ -363,7 +364,7 @@ class _Cycle:
             self.changed.add(nct)
             self.report.trials_changed += 1
         self.report.changes += len(rec.changes)
-        if any(_stopped_recruiting(c) for c in rec.changes) and nct not in self.closed_now:
+        if any(stops_recruiting(c) for c in rec.changes) and nct not in self.closed_now:
             self.closed_now.append(nct)
         return nct
 
@@ -477,13 +478,6 @@ class _Cycle:
         self._fetch([i for i in left if i not in self.done], since=None)
         make_events = (lambda states: _search_events(search, joined, left, states)) if has_run else None
         self.report.events += self.store.record_search_run(search.name, ids, left, events=make_events, at=utcnow())
-
-
-def _stopped_recruiting(change) -> bool:  # noqa: ANN001
-    from .store import NOT_RECRUITING
-
-    return (change.field in ("overall_status", "protocolSection.statusModule.overallStatus")
-            and change.new_value in NOT_RECRUITING)
 
 
 def _search_events(search: "SearchConfig", joined: list[str], left: list[str],

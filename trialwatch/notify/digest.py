@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from .. import record as rec
 from .. import tokens, untrusted
 from ..diff import SEVERITY_RANK
-from ..events import is_status_change
+from ..events import is_status_change, stops_recruiting
 from ..store import ChangeRow, Store, Subscriber, utcnow
 from .words import DIGEST_WORDS, FIELD_MEANING, SEVERITY_WORDS, SITE_MEANING, STATUS_MEANING
 
@@ -422,12 +422,6 @@ def her_searches(sub: Subscriber, changes: list[ChangeRow], memberships: frozens
     return tuple(sorted(followed & (memberships | {c.search for c in changes if c.search})))
 
 
-def _stopped_recruiting(cs: list[ChangeRow]) -> bool:
-    from ..store import NOT_RECRUITING
-
-    return any(is_status_change(c) and c.new_value in NOT_RECRUITING for c in cs)
-
-
 _CONFIG_LOCATIONS = ("config locations",)  # a key of the per-send cache no place text can be
 
 
@@ -479,7 +473,7 @@ def trial_view(sub: Subscriber, nct: str, cs: list[ChangeRow], facts: TrialFacts
 
 
 def _alternatives(nct: str, cs: list[ChangeRow], facts: TrialFacts | None, place: Any) -> Any:
-    if facts is None or not _stopped_recruiting(cs):
+    if facts is None or not any(stops_recruiting(c) for c in cs):
         return None
     from ..alternatives_cache import IN_DIGEST, shown
 

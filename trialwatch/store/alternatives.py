@@ -12,10 +12,8 @@ from collections.abc import Iterable
 
 from sqlalchemy import delete, select
 
+from ..events import NOT_RECRUITING
 from .models import AlternativesCache, Trial, utcnow
-
-# Overall statuses of a trial that no longer recruits (and is not an expanded-access record).
-NOT_RECRUITING = ("ACTIVE_NOT_RECRUITING", "SUSPENDED", "TERMINATED", "COMPLETED", "WITHDRAWN")
 
 
 class AlternativesOps:
