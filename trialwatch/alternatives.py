@@ -20,9 +20,8 @@ The list is a starting point from the registry's search: not a recommendation, n
 eligibility judgement (``NOTICE``). A failed search raises ``CtgovError``: nothing is listed,
 never an older list presented as current.
 
-``Cache`` keeps answers per process, keyed by (nct_id, place, radius, data_timestamp): a poll
-(one ``dataTimestamp``) asks the registry once per closed trial and place, however many digests
-read the answer. The poll's per-trial answer for pages and digests is stored by ``alternatives_cache``.
+A poll stores each closed trial's place-free answer (``alternatives_cache``): pages and digests
+rank it by each reader's place without a request.
 """
 
 from __future__ import annotations
