@@ -40,10 +40,11 @@ from typing import Any, Callable
 
 from . import record as rec
 from .diff_sites import sites as _sites
-from .diff_util import (ARMS, CONTACTS, DESIGN, ELIG, IDENT, LOCATIONS, OUTCOMES, PS, STATUS, as_list,
-                        as_text, humanize, is_short, keyed, keyed_detail, line_diff, path_label,
+from .diff_util import (ARMS, CONTACTS, DESIGN, ELIG, IDENT, LOCATIONS, OUTCOMES, PS, STATUS, as_text,
+                        humanize, is_short, keyed, keyed_detail, line_diff, path_label,
                         set_detail)
 from .events import KINDS, SEVERITY_RANK, Change, Severity
+from .record import as_list
 
 # Re-exported: older callers import these from here.
 __all__ = ["Change", "SEVERITY_RANK", "STOPPED", "diff", "line_diff"]
