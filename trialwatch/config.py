@@ -456,9 +456,6 @@ class Config(_Strict):
     def smtp_password(self) -> str | None:
         return os.environ.get(ENV_SMTP_PASSWORD) or None
 
-    def mail_enabled(self) -> bool:
-        return bool(self.subscribers) or self.email.transport == "smtp"
-
 
 # -- loading ----------------------------------------------------------------------------------
 
