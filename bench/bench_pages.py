@@ -47,7 +47,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
-from bench_web_load import Env, free_port, pct  # noqa: E402
+from bench_web_load import Env, free_port, pct, wait_healthy  # noqa: E402
 from corpus import change_status, clones, ids_of  # noqa: E402
 from standin import StandIn  # noqa: E402
 
@@ -203,18 +203,9 @@ def main() -> int:
                 proc = subprocess.Popen(cmd, env=venv.env, cwd=venv.cwd,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 servers[prefix] = (proc, f"http://127.0.0.1:{port}")
-            for _, base in servers.values():
-                deadline = time.monotonic() + 30
-                while True:
-                    try:
-                        if httpx.get(base + "/healthz").status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        pass
-                    if time.monotonic() > deadline:
-                        print("a server did not start", file=sys.stderr)
-                        return 1
-                    time.sleep(0.1)
+            if not all(wait_healthy(base) for _, base in servers.values()):
+                print("a server did not start", file=sys.stderr)
+                return 1
             targets: dict[str, tuple[int, str, str, dict | None]] = {}
             for prefix, (proc, base) in servers.items():
                 etag = httpx.get(f"{base}/trials/{trial}").headers.get("etag")

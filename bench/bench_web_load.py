@@ -52,6 +52,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_healthy(base: str, timeout_s: float = 30) -> bool:
+    """Whether the server at ``base`` answers /healthz with 200 within ``timeout_s``."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(base + "/healthz").status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+
+
 def pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -149,20 +165,10 @@ def main() -> int:
         stop = threading.Event()
         poll_runs: list[int] = []
         try:
-            import httpx
-
             base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(base + "/healthz").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    print("the server did not start", file=sys.stderr)
-                    return 1
-                time.sleep(0.1)
+            if not wait_healthy(base):
+                print("the server did not start", file=sys.stderr)
+                return 1
 
             def mutate() -> None:
                 rng = random.Random(1)

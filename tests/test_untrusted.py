@@ -17,11 +17,11 @@ import pytest
 from starlette.testclient import TestClient
 
 from trialwatch import config as configmod
-from trialwatch import ctgov, notify
-from trialwatch.cli import main
+from trialwatch import notify
 from trialwatch.store import Message, open_store, utcnow
 from trialwatch.untrusted import one_line, safe_email, strip_controls, tel_href
 
+from conftest import cli_against
 from standin import StandIn
 
 NCT = "NCT03268603"          # the synthetic fixture in tests/fixtures
@@ -161,18 +161,9 @@ def test_the_digest_links_no_hostile_address_and_its_text_part_carries_no_contro
 
 @pytest.fixture
 def run(record, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(ctgov, "BACKOFF_BASE_S", 0.01)
     with StandIn([record(NCT)]) as api:
-        cfg = tmp_path / "config.yaml"
-        cfg.write_text(f"database: sqlite:///{tmp_path / 'tw.db'}\nctgov:\n  base_url: {api.base_url}\n"
-                       f"  requests_per_minute: 6000\ntrials: [{NCT}]\n")
-
-        def invoke(*args: str):
-            code = main(["--config", str(cfg), *args])
-            out, err = capsys.readouterr()
-            return code, out, err
-
-        yield invoke, api
+        yield cli_against(api.base_url, f"sqlite:///{tmp_path / 'tw.db'}", tmp_path, capsys, monkeypatch,
+                          max_retries=5, extra=f"trials: [{NCT}]\n"), api
 
 
 def test_check_and_history_print_record_text_without_its_control_sequences(run, record):

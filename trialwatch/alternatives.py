@@ -20,9 +20,8 @@ The list is a starting point from the registry's search: not a recommendation, n
 eligibility judgement (``NOTICE``). A failed search raises ``CtgovError``: nothing is listed,
 never an older list presented as current.
 
-``Cache`` keeps answers per process, keyed by (nct_id, place, radius, data_timestamp): a poll
-(one ``dataTimestamp``) asks the registry once per closed trial and place, however many digests
-read the answer. The poll's per-trial answer for pages and digests is stored by ``alternatives_cache``.
+A poll stores each closed trial's place-free answer (``alternatives_cache``): pages and digests
+rank it by each reader's place without a request.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .record import get, nct_of, url
+from .record import as_list, get, nct_of, url
 
 if TYPE_CHECKING:
     from .ctgov import Client
@@ -165,10 +164,6 @@ def _or(phrases: list[str]) -> str:
     return " OR ".join(f'"{p}"' for p in phrases)
 
 
-def _list(value: Any) -> list:
-    return value if isinstance(value, list) else []
-
-
 def key_phrase(name: str) -> str:
     """The intervention as the search should name it: "Autologous MSC-NTF cells (NurOwn®)"
     -> "msc ntf cells"; "Allogeneic bone marrow-derived mesenchymal stromal cells" ->
@@ -189,7 +184,7 @@ def _variants(phrase: str) -> list[str]:
 
 
 def _interventions(record: dict) -> list[dict]:
-    return [i for i in _list(get(record, f"{_PS}.armsInterventionsModule.interventions")) if isinstance(i, dict)]
+    return [i for i in as_list(get(record, f"{_PS}.armsInterventionsModule.interventions")) if isinstance(i, dict)]
 
 
 def _active(interventions: list[dict]) -> list[dict]:
@@ -197,9 +192,9 @@ def _active(interventions: list[dict]) -> list[dict]:
 
 
 def _condition_terms(record: dict) -> set[str]:
-    terms = {_norm(c) for c in _list(get(record, f"{_PS}.conditionsModule.conditions")) if isinstance(c, str)}
-    terms |= {_norm(k) for k in _list(get(record, f"{_PS}.conditionsModule.keywords")) if isinstance(k, str)}
-    for m in _list(get(record, "derivedSection.conditionBrowseModule.meshes")):
+    terms = {_norm(c) for c in as_list(get(record, f"{_PS}.conditionsModule.conditions")) if isinstance(c, str)}
+    terms |= {_norm(k) for k in as_list(get(record, f"{_PS}.conditionsModule.keywords")) if isinstance(k, str)}
+    for m in as_list(get(record, "derivedSection.conditionBrowseModule.meshes")):
         if isinstance(m, dict) and isinstance(m.get("term"), str):
             terms.add(_norm(m["term"]))
     return {t for t in terms if t}
@@ -210,7 +205,7 @@ def build_query(record: dict) -> Query:
     phrases of the active interventions: placebo and sham left out; behavioural or "other"
     interventions only when nothing else is tried."""
     conditions = list(dict.fromkeys(
-        _norm(c) for c in _list(get(record, f"{_PS}.conditionsModule.conditions")) if isinstance(c, str)))
+        _norm(c) for c in as_list(get(record, f"{_PS}.conditionsModule.conditions")) if isinstance(c, str)))
     conditions = [c for c in conditions if c][:MAX_CONDITIONS]
     active = _active(_interventions(record))
     informative = [i for i in active if i.get("type") not in _UNINFORMATIVE_TYPES] or active
@@ -248,7 +243,7 @@ def closeness(query: Query, candidate: dict) -> tuple[int, int, str | None, str 
         cond = 1 if shared_cond else 0
     intr, shared_intr = 0, None
     for i in _interventions(candidate):
-        names = [i.get("name")] + _list(i.get("otherNames"))
+        names = [i.get("name")] + as_list(i.get("otherNames"))
         text = " ".join(_norm(n) for n in names if isinstance(n, str))
         hit = next((p for p in query.phrases if _contains(text, p)), None)
         if hit:
@@ -262,7 +257,7 @@ def _why(cond_name: str | None, intr_name: str | None, candidate: dict, conditio
     if cond_name:
         parts = [f"same condition: {cond_name}"]
     else:
-        theirs = [c for c in _list(get(candidate, f"{_PS}.conditionsModule.conditions")) if isinstance(c, str)]
+        theirs = [c for c in as_list(get(candidate, f"{_PS}.conditionsModule.conditions")) if isinstance(c, str)]
         parts = [f"related condition (registry search): {_norm(theirs[0]) if theirs else 'unnamed'}"]
     if intr_name:
         parts.append(f"intervention: {intr_name}")
@@ -294,7 +289,7 @@ def rank(query: Query, records: list[dict], *, own: str, place: "Place | None" =
             near = nearest_sites(r, place, limit=1)
             site = near.sites[0] if near.sites else None
         alt = Alternative(nct_id=nct, title=get(r, f"{_PS}.identificationModule.briefTitle"), status=status,
-                          phases=[p for p in _list(get(r, f"{_PS}.designModule.phases")) if isinstance(p, str)],
+                          phases=[p for p in as_list(get(r, f"{_PS}.designModule.phases")) if isinstance(p, str)],
                           why=_why(cond_name, intr_name, r, condition_only), closeness=cond + intr,
                           nearest_site=site)
         distance = site.distance_km if site else float("inf")

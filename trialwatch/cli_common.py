@@ -96,5 +96,3 @@ def emit_json(obj: Any) -> None:
 def iso(t: Any) -> str | None:
     return t.isoformat() + "Z" if t is not None else None
 
-
-# -- alternatives -------------------------------------------------------------------------------

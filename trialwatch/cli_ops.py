@@ -50,6 +50,13 @@ def db_status(c: Context) -> None:
 
 # -- polling ----------------------------------------------------------------------------------
 
+def _check_mail_config(c: Context) -> None:
+    """Fail at start, not after a poll, when mail cannot be signed (no secret key) or a
+    subscriber's location is no known place: a config error before anything is sent."""
+    c.config.secret_key()
+    c.config.resolve_places()
+
+
 @click.command()
 @click.option("--force", is_flag=True, help="Fetch everything even if ClinicalTrials.gov's data has not refreshed.")
 @click.option("--no-send", is_flag=True, help="Poll and store, but leave mail in the outbox.")
@@ -62,8 +69,7 @@ def poll(c: Context, force: bool, no_send: bool, as_json: bool) -> None:
 
     c.sync_subscribers()
     if not no_send and c.config.subscribers:
-        c.config.secret_key()  # fail at start, not after the poll, when mail cannot be signed
-        c.config.resolve_places()  # a bad location is a config error before anything is sent
+        _check_mail_config(c)
     report = _poll_until_signalled(lambda stop: run_poll(c.store, c.config, force=force,
                                                          send=not no_send, stop=stop))
     if as_json:
@@ -127,8 +133,7 @@ def run(c: Context, poll_now: bool) -> None:
 
     c.sync_subscribers()
     if c.config.subscribers:
-        c.config.secret_key()
-        c.config.resolve_places()
+        _check_mail_config(c)
     sys.exit(Daemon(c.store, c.config).run(poll_now=poll_now))
 
 
@@ -143,8 +148,7 @@ def send(c: Context, dry_run: bool, as_json: bool) -> None:
     from .notify import send_pending, undelivered
 
     c.sync_subscribers()
-    c.config.secret_key()
-    c.config.resolve_places()
+    _check_mail_config(c)
     report = send_pending(c.store, c.config, force=True, dry_run=dry_run)
     if as_json:
         emit_json(report.to_dict())

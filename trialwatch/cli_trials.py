@@ -4,12 +4,24 @@ alternatives."""
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .cli_common import Context, emit_json, iso, normalize_all, pass_ctx
 from .errors import TrialwatchError, UsageError
+
+if TYPE_CHECKING:
+    from .places import Place
+
+
+def _resolve_near(near: str | None) -> Place | None:
+    """``--near PLACE``, resolved before any request: a place that does not resolve costs nothing."""
+    if near is None:
+        return None
+    from .places import resolve
+
+    return resolve(near)
 
 
 # -- check ------------------------------------------------------------------------------------
@@ -46,11 +58,7 @@ def check(c: Context, nct_ids: tuple[str, ...], as_json: bool, near: str | None 
     if limit is not None and near is None:
         raise UsageError("--limit counts the nearest open sites, so it needs --near PLACE",
                          hint="e.g. 'trialwatch check NCT04267848 --near 55905 --limit 10'.")
-    place = None
-    if near is not None:  # before any request: a place that does not resolve costs nothing
-        from .places import resolve
-
-        place = resolve(near)
+    place = _resolve_near(near)
     c.sync_subscribers()
     results = check_trials(c.store, c.config, ids, near=place, limit=limit or 5)
     failures: list[TrialwatchError] = []
@@ -265,11 +273,7 @@ def alternatives(c: Context, nct_id: str, near: str | None, within: float | None
     if within is not None and near is None:
         raise UsageError("--within is the radius around --near PLACE, so it needs --near",
                          hint="e.g. 'trialwatch alternatives NCT03268603 --near 55905 --within 300'.")
-    place = None
-    if near is not None:  # before any request: a place that does not resolve costs nothing
-        from .places import resolve
-
-        place = resolve(near)
+    place = _resolve_near(near)
     canonical = c.store.resolve_alias(nct)
     record = c.store.latest_record(canonical)
     with Client.from_config(c.config.ctgov) as client:

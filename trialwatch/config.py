@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from .config_yaml import describe, line_index, refuse_duplicate_keys_and_aliases
+from .config_yaml import describe, key_lines
 from .errors import ConfigError, InvalidNctId
 from .events import SEVERITIES, Severity  # noqa: F401  (SEVERITIES: web imports it from here)
 from .record import normalize_nct
@@ -456,9 +456,6 @@ class Config(_Strict):
     def smtp_password(self) -> str | None:
         return os.environ.get(ENV_SMTP_PASSWORD) or None
 
-    def mail_enabled(self) -> bool:
-        return bool(self.subscribers) or self.email.transport == "smtp"
-
 
 # -- loading ----------------------------------------------------------------------------------
 
@@ -507,8 +504,9 @@ def loads(text: str, *, source: str = "<config>") -> Config:
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
     try:
         node = loader.get_single_node()
-        # Before construction, which flattens YAML merge keys (<<) into plain duplicates.
-        refuse_duplicate_keys_and_aliases(node, source)
+        # Before construction, which flattens YAML merge keys (<<) into plain duplicates; the
+        # same walk finds the lines that errors name.
+        lines = key_lines(node, source)
         data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
@@ -520,7 +518,6 @@ def loads(text: str, *, source: str = "<config>") -> Config:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}:1: the top level must be a mapping of keys (database, trials, ...)")
-    lines = line_index(node)
     try:
         config = Config.model_validate({**data, "source": source})
     except ValidationError as e:

@@ -1,5 +1,5 @@
-"""The YAML side of config.yaml: one walk that refuses duplicate keys and aliases, the line of
-every key path, and validation errors that name the file, the line and the key."""
+"""The YAML side of config.yaml: one walk that refuses duplicate keys and aliases and finds the
+line of every key path, and validation errors that name the file, the line and the key."""
 
 from __future__ import annotations
 
@@ -13,26 +13,33 @@ if TYPE_CHECKING:
     from pydantic import ValidationError
 
 
-def refuse_duplicate_keys_and_aliases(node: Any, source: str) -> None:
-    """PyYAML keeps the last of two equal keys without a word: a second ``trials:`` would
+def key_lines(node: Any, source: str) -> dict[tuple, int]:
+    """The 1-based line of every key path in the document (a list item's path ends in its index),
+    found by a walk that also refuses duplicate keys and aliases:
+
+    PyYAML keeps the last of two equal keys without a word: a second ``trials:`` would
     silently drop the first list of watched trials. A key given twice is refused instead.
 
-    The same walk refuses YAML aliases (``*name``, and so ``<<: *name`` merges): a node reached
-    twice is an alias. A few nested aliases expand to billions of nodes (an "alias bomb"), which
+    YAML aliases (``*name``, and so ``<<: *name`` merges) are refused too: a node reached twice
+    is an alias. A few nested aliases expand to billions of nodes (an "alias bomb"), which
     validation would walk; a configuration has no need of them. Composing the node tree shares
-    an aliased node rather than copying it, so this check is linear in the file's size."""
+    an aliased node rather than copying it, so this walk is linear in the file's size."""
+    lines: dict[tuple, int] = {}
+    if node is None:
+        return lines
     seen_nodes: set[int] = set()
-    stack: list[tuple[Any, tuple, int]] = [(node, (), 1)]
+    # (node, its key path, the line it is used on, whether it is a value: a key node has no path)
+    stack: list[tuple[Any, tuple, int, bool]] = [(node, (), node.start_mark.line + 1, True)]
     while stack:
-        n, path, used_on = stack.pop()
-        if n is None:
-            continue
+        n, path, used_on, is_value = stack.pop()
         if id(n) in seen_nodes:
             raise ConfigError(f"{source}:{used_on}: YAML aliases (*name) are not allowed; the value "
                               f"anchored on line {n.start_mark.line + 1} is used again here",
                               hint="Write the value out where it is needed.")
         seen_nodes.add(id(n))
-        children: list[tuple[Any, tuple, int]] = []
+        if is_value:
+            lines[path] = used_on
+        children: list[tuple[Any, tuple, int, bool]] = []
         if isinstance(n, yaml.MappingNode):
             first: dict[Any, int] = {}
             for k, v in n.value:
@@ -44,31 +51,15 @@ def refuse_duplicate_keys_and_aliases(node: Any, source: str) -> None:
                                           f"(first on line {first[k.value]}); only one may stay")
                     first[k.value] = line
                 else:
-                    children.append((k, path, line))
-                children.append((v, path + (k.value if isinstance(k, yaml.ScalarNode) else "?",), line))
+                    children.append((k, path, line, False))
+                children.append((v, path + (k.value if isinstance(k, yaml.ScalarNode) else "?",), line, True))
         elif isinstance(n, yaml.SequenceNode):
             # An alias item keeps its anchor's mark (earlier in the file): name the list's line.
-            children = [(v, path + (i,), max(v.start_mark.line, n.start_mark.line) + 1)
+            children = [(v, path + (i,), max(v.start_mark.line, n.start_mark.line) + 1, True)
                         for i, v in enumerate(n.value)]
         # Reversed onto the stack: visited in document order, so the anchor comes before its alias.
         stack.extend(reversed(children))
-
-
-def line_index(node: Any, path: tuple = ()) -> dict[tuple, int]:
-    """Map every key path in the YAML document to its 1-based line number."""
-    out: dict[tuple, int] = {}
-    if node is None:
-        return out
-    out[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
-            key = k.value
-            out[path + (key,)] = k.start_mark.line + 1
-            out.update({p: ln for p, ln in line_index(v, path + (key,)).items() if p != path + (key,)})
-    elif isinstance(node, yaml.SequenceNode):
-        for i, v in enumerate(node.value):
-            out.update(line_index(v, path + (i,)))
-    return out
+    return lines
 
 
 def describe(e: "ValidationError", source: str, lines: dict[tuple, int], *,

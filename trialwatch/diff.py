@@ -40,10 +40,11 @@ from typing import Any, Callable
 
 from . import record as rec
 from .diff_sites import sites as _sites
-from .diff_util import (ARMS, CONTACTS, DESIGN, ELIG, IDENT, LOCATIONS, OUTCOMES, PS, STATUS, as_list,
-                        as_text, humanize, is_short, keyed, keyed_detail, line_diff, path_label,
+from .diff_util import (ARMS, CONTACTS, DESIGN, ELIG, IDENT, LOCATIONS, OUTCOMES, PS, STATUS, as_text,
+                        humanize, is_short, keyed, keyed_detail, line_diff, path_label,
                         set_detail)
 from .events import KINDS, SEVERITY_RANK, Change, Severity
+from .record import as_list
 
 # Re-exported: older callers import these from here.
 __all__ = ["Change", "SEVERITY_RANK", "STOPPED", "diff", "line_diff"]
@@ -123,6 +124,10 @@ def _primary_outcomes(o: dict, n: dict) -> list[Change]:
     return out
 
 
+# A catalogue row: (source paths the entry owns, entry).
+_Row = tuple[tuple[str, ...], Callable[[dict, dict], list[Change]]]
+
+
 def _value(field: str, path: str, detail: Callable[[Any, Any], str | None] | None = None) -> Callable[[dict, dict], list[Change]]:
     """A catalogue entry for one value compared whole."""
     def entry(o: dict, n: dict) -> list[Change]:
@@ -133,12 +138,18 @@ def _value(field: str, path: str, detail: Callable[[Any, Any], str | None] | Non
     return entry
 
 
+def _whole(field: str, path: str, detail: Callable[[Any, Any], str | None] | None = None) -> _Row:
+    """A catalogue row owning ``path``, its value compared whole."""
+    return (path,), _value(field, path, detail)
+
+
 def _list_detail(a: Any, b: Any) -> str | None:
     return set_detail(as_list(a), as_list(b))
 
 
-def _named_list(field: str, path: str, key: str) -> Callable[[dict, dict], list[Change]]:
-    """Long items (arms, interventions, outcomes): old/new list their names, detail says what changed."""
+def _named_list(field: str, path: str, key: str) -> _Row:
+    """A catalogue row for long items at ``path`` (arms, interventions, outcomes): old/new list
+    their names, detail says what changed."""
     def entry(o: dict, n: dict) -> list[Change]:
         a, b = as_list(rec.get(o, path)), as_list(rec.get(n, path))
         if a == b:
@@ -146,18 +157,19 @@ def _named_list(field: str, path: str, key: str) -> Callable[[dict, dict], list[
         names = lambda items: [i.get(key) if isinstance(i, dict) else i for i in items]  # noqa: E731
         return [_change(field, names(a), names(b),
                         detail=keyed_detail(a, b, lambda i: i.get(key) or ""))]
-    return entry
+    return (path,), entry
 
 
-def _people(field: str, path: str) -> Callable[[dict, dict], list[Change]]:
-    """Short items (contacts, officials): old/new are the items, since the phone is the point."""
+def _people(field: str, path: str) -> _Row:
+    """A catalogue row for short items at ``path`` (contacts, officials): old/new are the items,
+    since the phone is the point."""
     def entry(o: dict, n: dict) -> list[Change]:
         a, b = as_list(rec.get(o, path)), as_list(rec.get(n, path))
         if a == b:
             return []
         return [_change(field, a, b,
                         detail=keyed_detail(a, b, lambda i: i.get("name") or ""))]
-    return entry
+    return (path,), entry
 
 
 def _layout(text: Any) -> list[str]:
@@ -251,48 +263,35 @@ def _expanded_access(o: dict, n: dict) -> list[Change]:
 
 
 # (source paths the entry owns, entry). The order is the tie-break within a severity.
-_CATALOGUE: list[tuple[tuple[str, ...], Callable[[dict, dict], list[Change]]]] = [
+_CATALOGUE: list[_Row] = [
     ((f"{STATUS}.overallStatus",), _overall_status),
     ((f"{STATUS}.whyStopped",), _why_stopped),
     ((f"{OUTCOMES}.primaryOutcomes",), _primary_outcomes),
-    ((f"{STATUS}.lastKnownStatus",),
-     _value("last_known_status", f"{STATUS}.lastKnownStatus")),
+    _whole("last_known_status", f"{STATUS}.lastKnownStatus"),
     ((LOCATIONS,), _sites),
-    ((f"{DESIGN}.enrollmentInfo",),
-     _value("enrollment", f"{DESIGN}.enrollmentInfo")),
-    ((f"{STATUS}.primaryCompletionDateStruct",),
-     _value("primary_completion_date", f"{STATUS}.primaryCompletionDateStruct")),
-    ((f"{STATUS}.completionDateStruct",),
-     _value("completion_date", f"{STATUS}.completionDateStruct")),
+    _whole("enrollment", f"{DESIGN}.enrollmentInfo"),
+    _whole("primary_completion_date", f"{STATUS}.primaryCompletionDateStruct"),
+    _whole("completion_date", f"{STATUS}.completionDateStruct"),
     ((f"{ELIG}.eligibilityCriteria",), _eligibility_criteria),
-    ((f"{ELIG}.sex",), _value("sex", f"{ELIG}.sex")),
+    _whole("sex", f"{ELIG}.sex"),
     ((f"{ELIG}.minimumAge", f"{ELIG}.maximumAge", f"{ELIG}.stdAges"), _ages),
-    ((f"{ELIG}.healthyVolunteers",),
-     _value("healthy_volunteers", f"{ELIG}.healthyVolunteers")),
+    _whole("healthy_volunteers", f"{ELIG}.healthyVolunteers"),
     (("hasResults", "resultsSection", f"{STATUS}.resultsFirstSubmitDate",
       f"{STATUS}.resultsFirstSubmitQcDate", f"{STATUS}.resultsFirstPostDateStruct"), _results),
     ((f"{STATUS}.expandedAccessInfo",), _expanded_access),
-    ((f"{IDENT}.briefTitle",), _value("brief_title", f"{IDENT}.briefTitle")),
-    ((f"{IDENT}.officialTitle",),
-     _value("official_title", f"{IDENT}.officialTitle")),
-    ((f"{STATUS}.startDateStruct",),
-     _value("start_date", f"{STATUS}.startDateStruct")),
-    ((f"{STATUS}.statusVerifiedDate",),
-     _value("status_verified_date", f"{STATUS}.statusVerifiedDate")),
-    ((f"{DESIGN}.studyType",), _value("study_type", f"{DESIGN}.studyType")),
-    ((f"{DESIGN}.phases",), _value("phases", f"{DESIGN}.phases", _list_detail)),
-    ((f"{PS}.conditionsModule.conditions",),
-     _value("conditions", f"{PS}.conditionsModule.conditions", _list_detail)),
-    ((f"{ARMS}.interventions",), _named_list("interventions", f"{ARMS}.interventions", "name")),
-    ((f"{ARMS}.armGroups",), _named_list("arms", f"{ARMS}.armGroups", "label")),
-    ((f"{OUTCOMES}.secondaryOutcomes",),
-     _named_list("secondary_outcomes", f"{OUTCOMES}.secondaryOutcomes", "measure")),
-    ((f"{PS}.sponsorCollaboratorsModule.leadSponsor",),
-     _value("lead_sponsor", f"{PS}.sponsorCollaboratorsModule.leadSponsor")),
-    ((f"{CONTACTS}.overallOfficials",),
-     _people("overall_officials", f"{CONTACTS}.overallOfficials")),
-    ((f"{CONTACTS}.centralContacts",),
-     _people("central_contacts", f"{CONTACTS}.centralContacts")),
+    _whole("brief_title", f"{IDENT}.briefTitle"),
+    _whole("official_title", f"{IDENT}.officialTitle"),
+    _whole("start_date", f"{STATUS}.startDateStruct"),
+    _whole("status_verified_date", f"{STATUS}.statusVerifiedDate"),
+    _whole("study_type", f"{DESIGN}.studyType"),
+    _whole("phases", f"{DESIGN}.phases", _list_detail),
+    _whole("conditions", f"{PS}.conditionsModule.conditions", _list_detail),
+    _named_list("interventions", f"{ARMS}.interventions", "name"),
+    _named_list("arms", f"{ARMS}.armGroups", "label"),
+    _named_list("secondary_outcomes", f"{OUTCOMES}.secondaryOutcomes", "measure"),
+    _whole("lead_sponsor", f"{PS}.sponsorCollaboratorsModule.leadSponsor"),
+    _people("overall_officials", f"{CONTACTS}.overallOfficials"),
+    _people("central_contacts", f"{CONTACTS}.centralContacts"),
     (("documentSection",), _documents),
     (("annotationSection",), _annotations),
 ]

@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections import Counter
 
 from . import record as rec
-from .diff_util import LOCATIONS, as_list, as_text, keyed_detail
+from .diff_util import LOCATIONS, as_text, keyed_detail
 from .events import KINDS, Change
+from .record import as_list
 
 
 def _site_key(loc: dict) -> tuple[str, str, str]:

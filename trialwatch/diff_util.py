@@ -22,10 +22,6 @@ IDENT = f"{PS}.identificationModule"
 LOCATIONS = f"{CONTACTS}.locations"
 
 
-def as_list(value: Any) -> list:
-    return value if isinstance(value, list) else []
-
-
 def humanize(key: str) -> str:
     """``briefSummary`` -> ``brief summary``; ``designModule`` -> ``design``."""
     key = re.sub(r"(Module|Struct|Info)$", "", key) or key

@@ -372,7 +372,7 @@ class Summary:
         return asdict(self)
 
 
-def _list(value: Any) -> list:
+def as_list(value: Any) -> list:
     # Real records omit empty modules and lists; a wrong type is treated as absent, not a crash.
     return value if isinstance(value, list) else []
 
@@ -383,7 +383,7 @@ def _contact(c: dict) -> Contact:
 
 def _dicts(value: Any) -> list[dict]:
     """The dict items of a list (a partial record may hold anything)."""
-    return [x for x in _list(value) if isinstance(x, dict)]
+    return [x for x in as_list(value) if isinstance(x, dict)]
 
 
 def summary(record: dict) -> Summary:
@@ -414,10 +414,10 @@ def summary(record: dict) -> Summary:
         status_verified=g("statusModule.statusVerifiedDate"),
         enrollment_count=g("designModule.enrollmentInfo.count"),
         enrollment_type=g("designModule.enrollmentInfo.type"),
-        phases=list(_list(g("designModule.phases"))),
+        phases=list(as_list(g("designModule.phases"))),
         study_type=g("designModule.studyType"),
         lead_sponsor=g("sponsorCollaboratorsModule.leadSponsor.name"),
-        conditions=list(_list(g("conditionsModule.conditions"))),
+        conditions=list(as_list(g("conditionsModule.conditions"))),
         interventions=[i.get("name") for i in _dicts(g("armsInterventionsModule.interventions"))],
         start_date=g("statusModule.startDateStruct.date"),
         start_date_type=g("statusModule.startDateStruct.type"),
@@ -438,7 +438,7 @@ def summary(record: dict) -> Summary:
         eligibility=Eligibility(
             sex=elig.get("sex"), minimum_age=elig.get("minimumAge"),
             maximum_age=elig.get("maximumAge"), healthy_volunteers=elig.get("healthyVolunteers"),
-            std_ages=list(_list(elig.get("stdAges"))), criteria=elig.get("eligibilityCriteria")),
+            std_ages=list(as_list(elig.get("stdAges"))), criteria=elig.get("eligibilityCriteria")),
         primary_outcomes=[Outcome(o.get("measure"), o.get("timeFrame"))
                           for o in _dicts(g("outcomesModule.primaryOutcomes"))],
         last_update_posted=g("statusModule.lastUpdatePostDateStruct.date"),
