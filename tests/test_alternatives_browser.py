@@ -5,14 +5,12 @@ tests/alt_records.py, in which the followed ALS cell-therapy trial stops recruit
 from __future__ import annotations
 
 import copy
-import threading
-import time
 
 import pytest
 
 from alt_records import CLOSED, OWN_EA, ROCHESTER, scene
 from standin import StandIn
-from test_browser import CHROMIUM, _free_port, browser  # noqa: F401 - the fixture
+from test_browser import CHROMIUM, _free_port, browser, serving  # noqa: F401 - the fixture
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")]
@@ -28,7 +26,6 @@ def _status(r: dict, status: str, posted: str) -> dict:
 @pytest.fixture
 def site(tmp_path, monkeypatch):
     """Two polls (the trial recruits, then it does not), then the web app on a free port."""
-    import uvicorn
 
     from trialwatch import config as configmod
     from trialwatch import poller
@@ -51,17 +48,8 @@ def site(tmp_path, monkeypatch):
         assert poller.poll(store, cfg, send=False).alternatives_searched == 1
         api.reset_requests()
         port = _free_port()
-        server = uvicorn.Server(uvicorn.Config(create_app(cfg, store), host="127.0.0.1", port=port,
-                                               log_level="warning", lifespan="off"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert server.started, "uvicorn did not start"
-        yield f"http://127.0.0.1:{port}", api
-        server.should_exit = True
-        thread.join(timeout=10)
+        with serving(create_app(cfg, store), port):
+            yield f"http://127.0.0.1:{port}", api
         store.close()
 
 

@@ -10,6 +10,7 @@ or into docs/ when TRIALWATCH_SCREENSHOTS=docs is set (how docs/web-*.png are re
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import email
 import email.policy
@@ -64,8 +65,6 @@ def api(record):
 @pytest.fixture
 def site(tmp_path, monkeypatch, smtp_server, api):
     """trialwatch served by uvicorn on a free port; yields (config, store, base_url)."""
-    import uvicorn
-
     from trialwatch import config as configmod
     from trialwatch.store import open_store
     from trialwatch.web import create_app
@@ -89,18 +88,28 @@ email:
 """)
     cfg = configmod.load(tmp_path / "config.yaml")
     store = open_store(cfg.database_url)
-    server = uvicorn.Server(uvicorn.Config(create_app(cfg, store), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
+    with serving(create_app(cfg, store), port):
+        yield cfg, store, base
+    store.close()
+
+
+@contextlib.contextmanager
+def serving(app, port: int):  # noqa: ANN001
+    """``app`` served by a real uvicorn on 127.0.0.1:``port`` in a thread, until the block ends."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.02)
     assert server.started, "uvicorn did not start"
-    yield cfg, store, base
-    server.should_exit = True
-    thread.join(timeout=10)
-    store.close()
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 @pytest.fixture
